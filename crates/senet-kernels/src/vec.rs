@@ -1,0 +1,387 @@
+//! A tiny per-ISA vector trait. Kernels are written once, generically over [`Vf32`], and
+//! instantiated per instruction set inside a `#[target_feature]` function by
+//! [`simd_dispatch!`]; everything below is `#[inline(always)]` so that the intrinsics are
+//! inlined into that function and compiled for its instruction set.
+//!
+//! The scalar implementation (`f32`, one lane) is both the portable fallback and the
+//! tail loop of every vector kernel, so tails compute exactly what the scalar kernel does.
+
+#![allow(clippy::missing_safety_doc)]
+
+/// A vector of `LANES` f32 values.
+///
+/// # Safety
+/// Every method may use instructions of its ISA: call them only from code compiled for
+/// (and running on) a CPU with that ISA, i.e. through `simd_dispatch!`.
+pub(crate) trait Vf32: Copy {
+    const LANES: usize;
+    unsafe fn splat(v: f32) -> Self;
+    /// Unaligned load of `LANES` values.
+    unsafe fn load(p: *const f32) -> Self;
+    /// Unaligned store of `LANES` values.
+    unsafe fn store(self, p: *mut f32);
+    unsafe fn add(self, o: Self) -> Self;
+    unsafe fn sub(self, o: Self) -> Self;
+    unsafe fn mul(self, o: Self) -> Self;
+    unsafe fn div(self, o: Self) -> Self;
+    /// `self * b + c`, fused where the ISA has FMA.
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self;
+    unsafe fn max(self, o: Self) -> Self;
+    unsafe fn min(self, o: Self) -> Self;
+    /// Round to nearest integer (ties to even), as a float.
+    unsafe fn round(self) -> Self;
+    /// `2^n` for integral `n` in [-126, 127].
+    unsafe fn pow2i(n: Self) -> Self;
+    /// Sum of the lanes, in a fixed order.
+    unsafe fn reduce_add(self) -> f32;
+
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Self::splat(0.0)
+    }
+
+    /// e^x with a relative error below ~3e-7 over the clamped range [-87.3, 88.0]
+    /// (inputs outside it are clamped: ~1e-38 below, ~1.6e38 above, never inf/NaN).
+    /// Cody-Waite range reduction x = n·ln2 + r, |r| <= ln2/2, then a degree-6 minimax
+    /// polynomial for e^r (the Cephes `expf` coefficients).
+    #[inline(always)]
+    unsafe fn exp(self) -> Self {
+        let x = self.max(Self::splat(-87.336_55)).min(Self::splat(88.0));
+        let n = x.mul(Self::splat(std::f32::consts::LOG2_E)).round();
+        // ln2 split in a part exact in f32 and a correction.
+        let r = n.mul_add(Self::splat(-0.693_359_4), x);
+        let r = n.mul_add(Self::splat(2.121_944_4e-4), r);
+        let mut p = Self::splat(1.987_569_1e-4);
+        p = p.mul_add(r, Self::splat(1.398_199_9e-3));
+        p = p.mul_add(r, Self::splat(8.333_452e-3));
+        p = p.mul_add(r, Self::splat(4.166_579_6e-2));
+        p = p.mul_add(r, Self::splat(1.666_666_5e-1));
+        p = p.mul_add(r, Self::splat(5.000_000_1e-1));
+        let r2 = r.mul(r);
+        let e = p.mul_add(r2, r.add(Self::splat(1.0)));
+        // The clamp keeps n in [-126, 127], a normal exponent.
+        e.mul(Self::pow2i(n))
+    }
+
+    /// 1 / (1 + e^-x). Absolute error below 1e-7 against the float64 result.
+    #[inline(always)]
+    unsafe fn sigmoid(self) -> Self {
+        let one = Self::splat(1.0);
+        one.div(one.add(Self::splat(0.0).sub(self).exp()))
+    }
+}
+
+impl Vf32 for f32 {
+    const LANES: usize = 1;
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        v
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        *p
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        *p = self
+    }
+    #[inline(always)]
+    unsafe fn add(self, o: Self) -> Self {
+        self + o
+    }
+    #[inline(always)]
+    unsafe fn sub(self, o: Self) -> Self {
+        self - o
+    }
+    #[inline(always)]
+    unsafe fn mul(self, o: Self) -> Self {
+        self * o
+    }
+    #[inline(always)]
+    unsafe fn div(self, o: Self) -> Self {
+        self / o
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        // Not f32::mul_add: without hardware FMA that is a slow libm call. The scalar
+        // kernels therefore round twice where the SIMD ones round once; tests compare
+        // every level against a float64 reference, not bitwise against each other.
+        self * b + c
+    }
+    #[inline(always)]
+    unsafe fn max(self, o: Self) -> Self {
+        if self > o { self } else { o }
+    }
+    #[inline(always)]
+    unsafe fn min(self, o: Self) -> Self {
+        if self < o { self } else { o }
+    }
+    #[inline(always)]
+    unsafe fn round(self) -> Self {
+        self.round_ties_even()
+    }
+    #[inline(always)]
+    unsafe fn pow2i(n: Self) -> Self {
+        f32::from_bits((((n as i32) + 127) as u32) << 23)
+    }
+    #[inline(always)]
+    unsafe fn reduce_add(self) -> f32 {
+        self
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{Avx2, Avx512};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Vf32;
+    use std::arch::x86_64::*;
+
+    /// AVX2 + FMA, 8 lanes.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx2(__m256);
+
+    impl Vf32 for Avx2 {
+        const LANES: usize = 8;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            Avx2(_mm256_set1_ps(v))
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Avx2(_mm256_loadu_ps(p))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm256_storeu_ps(p, self.0)
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            Avx2(_mm256_add_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn sub(self, o: Self) -> Self {
+            Avx2(_mm256_sub_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            Avx2(_mm256_mul_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn div(self, o: Self) -> Self {
+            Avx2(_mm256_div_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+            Avx2(_mm256_fmadd_ps(self.0, b.0, c.0))
+        }
+        #[inline(always)]
+        unsafe fn max(self, o: Self) -> Self {
+            Avx2(_mm256_max_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn min(self, o: Self) -> Self {
+            Avx2(_mm256_min_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn round(self) -> Self {
+            Avx2(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(self.0))
+        }
+        #[inline(always)]
+        unsafe fn pow2i(n: Self) -> Self {
+            let i = _mm256_cvtps_epi32(n.0);
+            let i = _mm256_slli_epi32::<23>(_mm256_add_epi32(i, _mm256_set1_epi32(127)));
+            Avx2(_mm256_castsi256_ps(i))
+        }
+        #[inline(always)]
+        unsafe fn reduce_add(self) -> f32 {
+            let lo = _mm256_castps256_ps128(self.0);
+            let hi = _mm256_extractf128_ps::<1>(self.0);
+            let s = _mm_add_ps(lo, hi);
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+            _mm_cvtss_f32(s)
+        }
+    }
+
+    /// AVX-512F, 16 lanes.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx512(__m512);
+
+    impl Vf32 for Avx512 {
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            Avx512(_mm512_set1_ps(v))
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Avx512(_mm512_loadu_ps(p))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm512_storeu_ps(p, self.0)
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            Avx512(_mm512_add_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn sub(self, o: Self) -> Self {
+            Avx512(_mm512_sub_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            Avx512(_mm512_mul_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn div(self, o: Self) -> Self {
+            Avx512(_mm512_div_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+            Avx512(_mm512_fmadd_ps(self.0, b.0, c.0))
+        }
+        #[inline(always)]
+        unsafe fn max(self, o: Self) -> Self {
+            Avx512(_mm512_max_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn min(self, o: Self) -> Self {
+            Avx512(_mm512_min_ps(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn round(self) -> Self {
+            Avx512(_mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(self.0))
+        }
+        #[inline(always)]
+        unsafe fn pow2i(n: Self) -> Self {
+            let i = _mm512_cvtps_epi32(n.0);
+            let i = _mm512_slli_epi32::<23>(_mm512_add_epi32(i, _mm512_set1_epi32(127)));
+            Avx512(_mm512_castsi512_ps(i))
+        }
+        #[inline(always)]
+        unsafe fn reduce_add(self) -> f32 {
+            let lo = _mm512_castps512_ps256(self.0);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self.0)));
+            Avx2(_mm256_add_ps(lo, hi)).reduce_add()
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) use arm::Neon;
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use super::Vf32;
+    use std::arch::aarch64::*;
+
+    /// aarch64 Advanced SIMD, 4 lanes.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Neon(float32x4_t);
+
+    impl Vf32 for Neon {
+        const LANES: usize = 4;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            Neon(vdupq_n_f32(v))
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Neon(vld1q_f32(p))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            vst1q_f32(p, self.0)
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            Neon(vaddq_f32(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn sub(self, o: Self) -> Self {
+            Neon(vsubq_f32(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            Neon(vmulq_f32(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn div(self, o: Self) -> Self {
+            Neon(vdivq_f32(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+            Neon(vfmaq_f32(c.0, self.0, b.0))
+        }
+        #[inline(always)]
+        unsafe fn max(self, o: Self) -> Self {
+            Neon(vmaxq_f32(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn min(self, o: Self) -> Self {
+            Neon(vminq_f32(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn round(self) -> Self {
+            Neon(vrndnq_f32(self.0))
+        }
+        #[inline(always)]
+        unsafe fn pow2i(n: Self) -> Self {
+            let i = vcvtnq_s32_f32(n.0);
+            let i = vshlq_n_s32::<23>(vaddq_s32(i, vdupq_n_s32(127)));
+            Neon(vreinterpretq_f32_s32(i))
+        }
+        #[inline(always)]
+        unsafe fn reduce_add(self) -> f32 {
+            vaddvq_f32(self.0)
+        }
+    }
+}
+
+/// Defines `pub(crate) fn $name(level, args...)` that runs the generic kernel
+/// `$generic::<V>` compiled for the ISA of `level`.
+///
+/// `level` must come from [`crate::simd::level`] (which only returns levels the CPU
+/// supports); that is what makes the `unsafe` calls below sound.
+macro_rules! simd_dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) $(-> $ret:ty)? => $generic:ident) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name(level: $crate::simd::SimdLevel, $($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                unsafe { $generic::<$crate::vec::Avx512>($($arg),*) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                unsafe { $generic::<$crate::vec::Avx2>($($arg),*) }
+            }
+            #[cfg(target_arch = "aarch64")]
+            #[target_feature(enable = "neon")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn neon($($arg: $ty),*) $(-> $ret)? {
+                unsafe { $generic::<$crate::vec::Neon>($($arg),*) }
+            }
+            match level {
+                // SAFETY: `level` comes from `simd::level()`, which only returns levels
+                // the running CPU supports.
+                #[cfg(target_arch = "x86_64")]
+                $crate::simd::SimdLevel::Avx512 => unsafe { avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                $crate::simd::SimdLevel::Avx2 => unsafe { avx2($($arg),*) },
+                #[cfg(target_arch = "aarch64")]
+                $crate::simd::SimdLevel::Neon => unsafe { neon($($arg),*) },
+                // SAFETY: the scalar instantiation uses no special instructions.
+                _ => unsafe { $generic::<f32>($($arg),*) },
+            }
+        }
+    };
+}
+pub(crate) use simd_dispatch;
