@@ -7,6 +7,7 @@ pub mod se;
 pub mod simd;
 mod vec;
 
+
 pub use simd::SimdLevel;
 
 /// Memory order of a 4-D activation buffer. Shapes are always given as logical N, C, H, W.

@@ -385,3 +385,60 @@ macro_rules! simd_dispatch {
     };
 }
 pub(crate) use simd_dispatch;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::{self, SimdLevel};
+
+    #[inline(always)]
+    unsafe fn map_k<V: Vf32>(x: &[f32], sig: bool, y: &mut [f32]) {
+        let mut i = 0;
+        while i + V::LANES <= x.len() {
+            let v = V::load(x.as_ptr().add(i));
+            (if sig { v.sigmoid() } else { v.exp() }).store(y.as_mut_ptr().add(i));
+            i += V::LANES;
+        }
+        while i < x.len() {
+            y[i] = if sig { <f32 as Vf32>::sigmoid(x[i]) } else { <f32 as Vf32>::exp(x[i]) };
+            i += 1;
+        }
+    }
+    simd_dispatch!(fn map(x: &[f32], sig: bool, y: &mut [f32]) => map_k);
+
+    fn grid() -> Vec<f32> {
+        (0..200_001).map(|i| -100.0 + i as f32 * 1e-3).collect()
+    }
+
+    /// The bound: sigmoid within 1e-6 absolute of the float64 result, everywhere.
+    #[test]
+    fn sigmoid_within_1e6_of_f64_on_every_level() {
+        simd::for_each_level(|l: SimdLevel| {
+            let x = grid();
+            let mut y = vec![0.0; x.len()];
+            map(l, &x, true, &mut y);
+            for (a, b) in x.iter().zip(&y) {
+                let want = 1.0 / (1.0 + (-(*a as f64)).exp());
+                assert!((*b as f64 - want).abs() <= 1e-6, "{l:?} sigmoid({a}) = {b}, want {want}");
+            }
+        });
+    }
+
+    #[test]
+    fn exp_relative_error_small_on_every_level() {
+        simd::for_each_level(|l: SimdLevel| {
+            let x: Vec<f32> = (0..170_001).map(|i| -85.0 + i as f32 * 1e-3).collect();
+            let mut y = vec![0.0; x.len()];
+            map(l, &x, false, &mut y);
+            for (a, b) in x.iter().zip(&y) {
+                let want = (*a as f64).exp();
+                assert!(((*b as f64 - want) / want).abs() <= 5e-7, "{l:?} exp({a}) = {b}, want {want}");
+            }
+            // Clamped, finite at the extremes.
+            let ext = [-1e30f32, -200.0, 200.0, 1e30];
+            let mut ye = [0.0f32; 4];
+            map(l, &ext, false, &mut ye);
+            assert!(ye.iter().all(|v| v.is_finite()), "{l:?} {ye:?}");
+        });
+    }
+}
