@@ -1,0 +1,79 @@
+// Shared benchmark helpers: timing, medians, tables, machine facts.
+import os from 'node:os'
+import fs from 'node:fs'
+import path from 'node:path'
+
+/** Median of numbers. */
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
+}
+
+/** Milliseconds taken by one call of (sync or async) `fn`. */
+export async function timeOnce(fn) {
+  const t0 = process.hrtime.bigint()
+  const r = fn()
+  if (r && typeof r.then === 'function') await r
+  return Number(process.hrtime.bigint() - t0) / 1e6
+}
+
+/**
+ * Interleaved timing: every round runs each engine once, in a rotating order, so that
+ * a noisy neighbour slows all engines alike. Each engine gets `warmup` untimed runs, then
+ * rounds continue until `minRounds` are done and `budgetMs` is spent (slow engines stop
+ * early after `minRoundsSlow`). Returns { name: [ms...] }.
+ */
+export async function interleave(engines, { warmup = 2, minRounds = 15, maxRounds = 60, budgetMs = 4000, minRoundsSlow = 3, slowMs = 200 } = {}) {
+  const samples = Object.fromEntries(engines.map((e) => [e.name, []]))
+  for (const e of engines) for (let i = 0; i < warmup; i++) await timeOnce(e.run)
+  const t0 = Date.now()
+  for (let round = 0; round < maxRounds; round++) {
+    const order = engines.map((_, i) => engines[(i + round) % engines.length])
+    for (const e of order) {
+      const s = samples[e.name]
+      const slow = s.length >= minRoundsSlow && median(s) > slowMs
+      if (slow && round >= minRoundsSlow) continue
+      s.push(await timeOnce(e.run))
+    }
+    if (round + 1 >= minRounds && Date.now() - t0 > budgetMs) break
+  }
+  return samples
+}
+
+/** Markdown table from a header row and rows of cells. */
+export function markdownTable(header, rows) {
+  const line = (cells) => `| ${cells.join(' | ')} |`
+  return [line(header), line(header.map((_, i) => (i === 0 ? '---' : '---:'))), ...rows.map(line)].join('\n')
+}
+
+export function machine() {
+  const cpus = os.cpus()
+  return {
+    cpu: cpus[0]?.model ?? 'unknown',
+    cores: cpus.length,
+    node: process.version,
+    date: new Date().toISOString(),
+  }
+}
+
+export function writeJson(name, data) {
+  const dir = path.join(path.dirname(new URL(import.meta.url).pathname), 'results')
+  fs.mkdirSync(dir, { recursive: true })
+  const file = path.join(dir, name)
+  fs.writeFileSync(file, JSON.stringify(data, null, 2))
+  return file
+}
+
+/** Deterministic pseudo-random floats in [-1, 1). */
+export function randomF32(len, seed = 1) {
+  const a = new Float32Array(len)
+  let s = seed >>> 0 || 1
+  for (let i = 0; i < len; i++) {
+    s ^= s << 13; s >>>= 0
+    s ^= s >>> 17
+    s ^= s << 5; s >>>= 0
+    a[i] = (s / 4294967296) * 2 - 1
+  }
+  return a
+}
