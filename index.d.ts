@@ -9,6 +9,21 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A compiled SE-ResNet (or any program of `lib/model/program.ts`). */
+export declare class NativeModel {
+  /**
+   * Compiles a program: validates it and prepacks every convolution's weights.
+   * The weight arrays are copied; the caller may drop them afterwards.
+   */
+  constructor(ops: Array<OpSpec>, numSlots: number, inChannels: number, numClasses: number, output: number)
+  /** Forward pass on the calling thread (the pool's threads do the work). */
+  forwardSync(x: Float32Array, n: number, c: number, h: number, w: number): Float32Array
+  /** Forward pass off the JS thread. `x` is copied before this returns. */
+  forward(x: Float32Array, n: number, c: number, h: number, w: number): Promise<Float32Array>
+  /** Releases the compiled weights (once pending forwards have finished). */
+  dispose(): void
+}
+
 /**
  * Copies `src` into `out` with the kernel pool's threads: the memory-bandwidth
  * reference that benchmarks compare memory-bound kernels against.
@@ -20,6 +35,34 @@ export declare function excite(z: Float32Array, n: number, w1: Float32Array, b1:
 
 /** Number of threads of the kernel pool. */
 export declare function getNumThreads(): number
+
+/** One op of a program, as the TypeScript layer builds it (fields by op kind). */
+export interface OpSpec {
+  op: string
+  x?: number
+  y: number
+  a?: number
+  b?: number
+  residual?: number
+  relu?: boolean
+  cin?: number
+  cout?: number
+  kh?: number
+  kw?: number
+  stride?: number
+  pad?: number
+  groups?: number
+  k?: number
+  ceil?: boolean
+  c?: number
+  cr?: number
+  weight?: Float32Array
+  bias?: Float32Array
+  w1?: Float32Array
+  b1?: Float32Array
+  w2?: Float32Array
+  b2?: Float32Array
+}
 
 /** y = act(x·gate [+ residual]). */
 export declare function scale(x: Float32Array, n: number, c: number, h: number, w: number, nhwc: boolean, gates: Float32Array, residual: Float32Array | undefined | null, relu: boolean, out?: Float32Array | undefined | null): Float32Array | null

@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.NativeModel = nativeBinding.NativeModel
 module.exports.copyF32 = nativeBinding.copyF32
 module.exports.excite = nativeBinding.excite
 module.exports.getNumThreads = nativeBinding.getNumThreads

@@ -6,6 +6,7 @@
 //! of bounds (they throw plain errors with code `InvalidArg`).
 
 mod args;
+mod model;
 mod se;
 
 use napi::bindgen_prelude::*;

@@ -2,6 +2,9 @@
 //! multithreaded on one owned rayon pool. No N-API here; the binding crate (`src/`)
 //! only validates, converts and dispatches.
 
+pub mod graph;
+pub mod mem;
+pub mod nn;
 pub mod pool;
 pub mod se;
 pub mod simd;

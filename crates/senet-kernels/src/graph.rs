@@ -1,0 +1,297 @@
+//! A compiled forward pass: the straight-line program of `lib/model/program.ts`, with
+//! every convolution's weights prepacked once, run on the one kernel pool.
+//!
+//! Activations live in numbered slots. For each input shape the executor infers every
+//! op's output shape once, sizes each slot for the largest value it ever holds, and keeps
+//! those buffers in a [`Workspace`] that is reused by later calls with the same shape, so
+//! a steady stream of forwards allocates nothing but its result.
+
+use crate::nn::{self, Conv2d};
+use crate::se::{self, ScaleIo, SeWeights};
+use crate::{pool, Layout, Shape4};
+use std::sync::Mutex;
+
+/// One operation (semantics as in `program.ts`). Slots are indices into the workspace.
+pub enum Op {
+    Conv { x: usize, y: usize, conv: Conv2d, residual: Option<usize>, relu: bool },
+    MaxPool { x: usize, y: usize, k: usize, stride: usize, pad: usize, ceil: bool },
+    Se {
+        x: usize,
+        y: usize,
+        c: usize,
+        cr: usize,
+        w1: Vec<f32>,
+        b1: Option<Vec<f32>>,
+        w2: Vec<f32>,
+        b2: Option<Vec<f32>>,
+        residual: Option<usize>,
+        relu: bool,
+    },
+    Add { a: usize, b: usize, y: usize, relu: bool },
+    Gap { x: usize, y: usize },
+    Linear { x: usize, y: usize, cin: usize, cout: usize, weight: Vec<f32>, bias: Vec<f32> },
+}
+
+impl Op {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Conv { .. } => "conv",
+            Op::MaxPool { .. } => "maxpool",
+            Op::Se { .. } => "se",
+            Op::Add { .. } => "add",
+            Op::Gap { .. } => "gap",
+            Op::Linear { .. } => "linear",
+        }
+    }
+    fn output(&self) -> usize {
+        match *self {
+            Op::Conv { y, .. }
+            | Op::MaxPool { y, .. }
+            | Op::Se { y, .. }
+            | Op::Add { y, .. }
+            | Op::Gap { y, .. }
+            | Op::Linear { y, .. } => y,
+        }
+    }
+    fn inputs(&self) -> Vec<usize> {
+        match *self {
+            Op::Conv { x, residual, .. } | Op::Se { x, residual, .. } => {
+                std::iter::once(x).chain(residual).collect()
+            }
+            Op::MaxPool { x, .. } | Op::Gap { x, .. } | Op::Linear { x, .. } => vec![x],
+            Op::Add { a, b, .. } => vec![a, b],
+        }
+    }
+}
+
+/// Activation buffers for one input shape.
+pub struct Workspace {
+    input: Shape4,
+    /// Shape of each op's output, in op order.
+    shapes: Vec<Shape4>,
+    slots: Vec<Vec<f32>>,
+}
+
+/// A validated, compiled program.
+pub struct Model {
+    ops: Vec<Op>,
+    num_slots: usize,
+    in_channels: usize,
+    num_classes: usize,
+    output: usize,
+    /// Workspaces kept for reuse (at most [`Model::KEEP`]).
+    spare: Mutex<Vec<Workspace>>,
+}
+
+impl Model {
+    const KEEP: usize = 2;
+
+    /// Checks the program's structure: slots in range, no op writing one of its inputs,
+    /// SE/linear weight lengths, and that the output slot is written by some op.
+    pub fn new(ops: Vec<Op>, num_slots: usize, in_channels: usize, num_classes: usize, output: usize) -> Result<Model, String> {
+        if ops.is_empty() {
+            return Err("program has no ops".into());
+        }
+        if in_channels == 0 || num_classes == 0 {
+            return Err("inChannels and numClasses must be positive".into());
+        }
+        if output >= num_slots {
+            return Err(format!("output slot {output} out of range (numSlots {num_slots})"));
+        }
+        for (i, op) in ops.iter().enumerate() {
+            let y = op.output();
+            for s in op.inputs().into_iter().chain([y]) {
+                if s >= num_slots {
+                    return Err(format!("op {i} ({}): slot {s} out of range (numSlots {num_slots})", op.name()));
+                }
+            }
+            if op.inputs().contains(&y) {
+                return Err(format!("op {i} ({}): output slot {y} is also an input", op.name()));
+            }
+            match op {
+                Op::Se { c, cr, w1, b1, w2, b2, .. } => {
+                    SeWeights::new(w1, b1.as_deref(), w2, b2.as_deref(), *c, *cr)
+                        .map_err(|e| format!("op {i} (se): {e}"))?;
+                }
+                Op::Linear { cin, cout, weight, bias, .. } => {
+                    if *cin == 0 || *cout == 0 || weight.len() != cin * cout || bias.len() != *cout {
+                        return Err(format!(
+                            "op {i} (linear): weight must be {cout}×{cin} and bias {cout}, got {} and {}",
+                            weight.len(),
+                            bias.len()
+                        ));
+                    }
+                }
+                Op::MaxPool { k, stride, .. } if *k == 0 || *stride == 0 => {
+                    return Err(format!("op {i} (maxpool): k and stride must be positive"));
+                }
+                _ => {}
+            }
+        }
+        if !ops.iter().any(|op| op.output() == output) {
+            return Err(format!("no op writes the output slot {output}"));
+        }
+        Ok(Model { ops, num_slots, in_channels, num_classes, output, spare: Mutex::new(Vec::new()) })
+    }
+
+    pub fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// Output shape of every op for `input`, or an error naming the op that cannot run
+    /// (input too small for a kernel, channel mismatch, slot read before it is written).
+    pub fn infer_shapes(&self, input: Shape4) -> Result<Vec<Shape4>, String> {
+        if input.c != self.in_channels {
+            return Err(format!("input has {} channels, the model takes {}", input.c, self.in_channels));
+        }
+        let mut cur: Vec<Option<Shape4>> = vec![None; self.num_slots];
+        cur[0] = Some(input);
+        let mut shapes = Vec::with_capacity(self.ops.len());
+        for (i, op) in self.ops.iter().enumerate() {
+            let get = |s: usize| cur[s].ok_or_else(|| format!("op {i} ({}) reads slot {s} before it is written", op.name()));
+            let err = |m: String| format!("op {i} ({}): {m}", op.name());
+            let out = match op {
+                Op::Conv { x, conv, residual, .. } => {
+                    let xs = get(*x)?;
+                    if xs.c != conv.cin() {
+                        return Err(err(format!("input has {} channels, expected {}", xs.c, conv.cin())));
+                    }
+                    let (oh, ow) = conv
+                        .output_hw(xs.h, xs.w)
+                        .ok_or_else(|| err(format!("input {}×{} is smaller than the kernel", xs.h, xs.w)))?;
+                    let ys = Shape4::new(xs.n, conv.cout(), oh, ow);
+                    if let Some(r) = residual {
+                        if get(*r)? != ys {
+                            return Err(err("residual shape differs from the output's".into()));
+                        }
+                    }
+                    ys
+                }
+                Op::MaxPool { x, k, stride, pad, ceil, .. } => {
+                    let xs = get(*x)?;
+                    let oh = nn::pool_output_size(xs.h, *k, *stride, *pad, *ceil);
+                    let ow = nn::pool_output_size(xs.w, *k, *stride, *pad, *ceil);
+                    match (oh, ow) {
+                        (Some(oh), Some(ow)) if oh > 0 && ow > 0 => Shape4::new(xs.n, xs.c, oh, ow),
+                        _ => return Err(err(format!("input {}×{} is smaller than the window", xs.h, xs.w))),
+                    }
+                }
+                Op::Se { x, c, residual, .. } => {
+                    let xs = get(*x)?;
+                    if xs.c != *c {
+                        return Err(err(format!("input has {} channels, expected {c}", xs.c)));
+                    }
+                    if let Some(r) = residual {
+                        if get(*r)? != xs {
+                            return Err(err("residual shape differs from the input's".into()));
+                        }
+                    }
+                    xs
+                }
+                Op::Add { a, b, .. } => {
+                    let (sa, sb) = (get(*a)?, get(*b)?);
+                    if sa != sb {
+                        return Err(err("operands differ in shape".into()));
+                    }
+                    sa
+                }
+                Op::Gap { x, .. } => {
+                    let xs = get(*x)?;
+                    Shape4::new(xs.n, xs.c, 1, 1)
+                }
+                Op::Linear { x, cin, cout, .. } => {
+                    let xs = get(*x)?;
+                    if xs.c * xs.h * xs.w != *cin {
+                        return Err(err(format!("input has {} features, expected {cin}", xs.c * xs.h * xs.w)));
+                    }
+                    Shape4::new(xs.n, *cout, 1, 1)
+                }
+            };
+            cur[op.output()] = Some(out);
+            shapes.push(out);
+        }
+        match cur[self.output] {
+            Some(s) if s.c * s.h * s.w == self.num_classes => Ok(shapes),
+            Some(s) => Err(format!("output has {} values per image, expected numClasses = {}", s.c * s.h * s.w, self.num_classes)),
+            None => Err("the output slot is never written".into()),
+        }
+    }
+
+    fn workspace(&self, input: Shape4) -> Result<Workspace, String> {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = spare.iter().position(|w| w.input == input) {
+            return Ok(spare.swap_remove(i));
+        }
+        drop(spare);
+        let shapes = self.infer_shapes(input)?;
+        let mut size = vec![0usize; self.num_slots];
+        size[0] = input.len().ok_or("input shape overflows")?;
+        for (op, s) in self.ops.iter().zip(&shapes) {
+            let len = s.len().ok_or("activation shape overflows")?;
+            size[op.output()] = size[op.output()].max(len);
+        }
+        let slots = size.iter().map(|&n| vec![0.0f32; n]).collect();
+        Ok(Workspace { input, shapes, slots })
+    }
+
+    fn give_back(&self, ws: Workspace) {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() >= Self::KEEP {
+            spare.remove(0);
+        }
+        spare.push(ws);
+    }
+
+    /// Runs the program on `x` (NCHW, shape `s`) and returns `n · numClasses` logits.
+    /// Safe to call concurrently: each call takes its own workspace.
+    pub fn forward(&self, x: &[f32], s: Shape4) -> Result<Vec<f32>, String> {
+        if Some(x.len()) != s.len() {
+            return Err(format!("input length {} does not match its shape", x.len()));
+        }
+        let mut ws = self.workspace(s)?;
+        pool::install(|| self.run(x, &mut ws));
+        let out = &ws.slots[self.output];
+        let logits = out[..s.n * self.num_classes].to_vec();
+        self.give_back(ws);
+        Ok(logits)
+    }
+
+    fn run(&self, x: &[f32], ws: &mut Workspace) {
+        ws.slots[0][..x.len()].copy_from_slice(x);
+        let mut cur: Vec<Shape4> = vec![Shape4::new(0, 0, 0, 0); self.num_slots];
+        cur[0] = ws.input;
+        for (op, &ys) in self.ops.iter().zip(&ws.shapes) {
+            let yi = op.output();
+            // The output slot is never an input (checked in `new`): take it out so the
+            // inputs can be borrowed from the remaining slots.
+            let mut yb = std::mem::take(&mut ws.slots[yi]);
+            let ylen = ys.len().expect("checked in workspace()");
+            let y = &mut yb[..ylen];
+            let slot = |i: usize| -> &[f32] { &ws.slots[i][..cur[i].len().expect("checked")] };
+            match op {
+                Op::Conv { x, conv, residual, relu, .. } => {
+                    conv.run(slot(*x), cur[*x], y, residual.map(slot), *relu);
+                }
+                Op::MaxPool { x, k, stride, pad, ceil, .. } => {
+                    nn::max_pool2d(slot(*x), cur[*x], *k, *stride, *pad, *ceil, y);
+                }
+                Op::Se { x, c, cr, w1, b1, w2, b2, residual, relu, .. } => {
+                    let w = SeWeights::new(w1, b1.as_deref(), w2, b2.as_deref(), *c, *cr).expect("checked in new()");
+                    let io = ScaleIo::Out { x: slot(*x), residual: residual.map(slot), out: y };
+                    se::se_block(io, cur[*x], Layout::Nchw, &w, *relu);
+                }
+                Op::Add { a, b, relu, .. } => nn::add_relu(slot(*a), slot(*b), y, *relu),
+                Op::Gap { x, .. } => nn::global_avg_pool(slot(*x), cur[*x], y),
+                Op::Linear { x, cin, cout, weight, bias, .. } => {
+                    nn::linear(slot(*x), cur[*x].n, *cin, weight, bias, *cout, y);
+                }
+            }
+            ws.slots[yi] = yb;
+            cur[yi] = ys;
+        }
+    }
+}
