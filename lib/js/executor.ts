@@ -460,12 +460,13 @@ interface Plan {
 }
 
 function poolExtent(size: number, k: number, stride: number, pad: number, ceil: boolean): number {
-  const span = size + 2 * pad - k
-  if (span < 0) return 0
-  let out = (ceil ? Math.ceil(span / stride) : Math.floor(span / stride)) + 1
-  // PyTorch: the last window must start inside the input or the left/top padding.
+  // PyTorch's pooling_output_shape: floor division (toward −∞) of the padded span, plus
+  // stride − 1 in ceil mode; a ceil-mode window may then overhang the input on the
+  // right/bottom (e.g. 3×3/2 over 2×2 gives 1×1), but must start inside the input or the
+  // left/top padding, else it is dropped.
+  let out = Math.floor((size + 2 * pad - k + (ceil ? stride - 1 : 0)) / stride) + 1
   if (ceil && (out - 1) * stride >= size + pad) out -= 1
-  return out
+  return Math.max(out, 0)
 }
 
 function shapeStr(s: Shape4): string {

@@ -1,0 +1,239 @@
+/**
+ * The public model class, independent of the executor.
+ *
+ * `SEResNet` here carries the whole API; each entry point binds it to a backend by
+ * subclassing and setting one static field:
+ *
+ * ```ts
+ * // lib/js/index.ts (pure JS)            // lib/index.ts (native)
+ * export class SEResNet extends SEResNetBase {
+ *   protected static override readonly backend: ModelBackend = jsBackend   // or nativeBackend
+ * }
+ * ```
+ *
+ * `create` / `fromSafetensors` use `this.backend` and `new this(...)`, so both exports
+ * have identical types and behaviour. Everything is validated here, before anything
+ * reaches a backend, and a rejected call leaves the model usable.
+ *
+ * @packageDocumentation
+ */
+
+import { type Arch, type ResolvedConfig, type SEResNetConfig, isArch, resolveConfig } from './config'
+import { buildProgram, countParams, minInputSize, randomParams } from './build'
+import type { CompiledModel, ModelBackend, Program } from './program'
+import { parseSafetensors, readSafetensors, type SafetensorsFile } from './safetensors'
+import { matchWeights } from './weights'
+
+/** Options of {@link SEResNet.create}. */
+export interface SEResNetCreateOptions {
+  /** Classifier outputs (default: the config's, 1000 for the named architectures). */
+  numClasses?: number
+  /** Seed of the deterministic random initialisation (default 0); see `randomParams` in build.ts. */
+  seed?: number
+}
+
+/** Options of {@link SEResNet.fromSafetensors}. */
+export interface SEResNetLoadOptions {
+  /** Expected classifier outputs; default: read from the file's `fc.weight` / `last_linear.weight`. */
+  numClasses?: number
+}
+
+type Shape = [number, number, number, number]
+
+/** State an instance owns; the compiled model is dropped on dispose. */
+interface Internals {
+  compiled: CompiledModel | undefined
+  minSize: number
+}
+
+const internals = new WeakMap<SEResNet, Internals>()
+
+function checkNumClasses(v: unknown, where: string): number | undefined {
+  if (v === undefined) return undefined
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) {
+    throw new RangeError(`${where}: opts.numClasses must be a positive integer, got ${JSON.stringify(v)}`)
+  }
+  return v
+}
+
+function checkOpts(opts: unknown, where: string): Record<string, unknown> {
+  if (opts === undefined) return {}
+  if (opts === null || typeof opts !== 'object') throw new TypeError(`${where}: opts must be an object, got ${opts === null ? 'null' : typeof opts}`)
+  return opts as Record<string, unknown>
+}
+
+/**
+ * Reads, checks and folds the weights. A separate function so that the file's bytes are
+ * unreachable (collectable) by the time the backend compiles: each tensor is converted
+ * on demand and folded in place, so there are never two float32 copies of all weights
+ * besides the file, and the file is gone before the backend makes its own copy.
+ */
+async function loadProgram(
+  base: ResolvedConfig,
+  source: string | Uint8Array,
+  label: string,
+  numClasses: number | undefined,
+): Promise<{ config: ResolvedConfig; program: Program }> {
+  let file: SafetensorsFile
+  if (typeof source === 'string') file = await readSafetensors(source)
+  else if (source instanceof Uint8Array) file = parseSafetensors(source)
+  else {
+    throw new TypeError(`SEResNet.fromSafetensors: source must be a file path (string) or a Uint8Array, got ${source === null ? 'null' : typeof source}`)
+  }
+  const matched = matchWeights(base, file, label, numClasses === undefined ? {} : { numClasses })
+  return { config: matched.config, program: buildProgram(matched.config, matched.source, { inPlace: true }) }
+}
+
+function archLabel(arch: Arch | SEResNetConfig): string {
+  return isArch(arch) ? arch : 'custom config'
+}
+
+/**
+ * A Squeeze-and-Excitation ResNet (or ResNeXt / SENet-154 / plain ResNet) ready to run.
+ * Use the backend-bound subclass exported by `senet` (native) or `senet/js` (pure JS).
+ */
+export class SEResNet {
+  /** The executor `create` / `fromSafetensors` compile with; set by each entry point's subclass. */
+  protected static readonly backend: ModelBackend | undefined = undefined
+
+  /** The architecture name (or `'custom'` for a config object). */
+  readonly arch: string
+  /** Number of elements of `model.parameters()` in PyTorch (BN running statistics excluded). */
+  readonly numParams: number
+  /** Logits per image. */
+  readonly numClasses: number
+  /** The complete configuration this model was built from. */
+  readonly config: Readonly<ResolvedConfig>
+  /** Which executor runs it. */
+  readonly backend: 'native' | 'js'
+
+  /** Use {@link SEResNet.create} or {@link SEResNet.fromSafetensors}. */
+  protected constructor(arch: string, config: ResolvedConfig, compiled: CompiledModel, minSize: number, backend: 'native' | 'js') {
+    this.arch = arch
+    this.config = Object.freeze({ ...config })
+    this.numParams = countParams(config)
+    this.numClasses = config.numClasses
+    this.backend = backend
+    internals.set(this, { compiled, minSize })
+  }
+
+  private static requireBackend(where: string): ModelBackend {
+    const b = this.backend
+    if (!b) throw new Error(`${where}: this SEResNet class has no backend; import SEResNet from 'senet' or 'senet/js'`)
+    return b
+  }
+
+  /**
+   * A model with deterministic random weights (for benchmarks and tests).
+   * @throws TypeError for an unknown architecture name (the valid ones are listed) or bad config field.
+   * @throws RangeError for a bad numClasses / seed.
+   */
+  static create(arch: Arch | SEResNetConfig, opts?: SEResNetCreateOptions): SEResNet {
+    const backend = this.requireBackend('SEResNet.create')
+    const o = checkOpts(opts, 'SEResNet.create')
+    const base = resolveConfig(arch)
+    const numClasses = checkNumClasses(o.numClasses, 'SEResNet.create') ?? base.numClasses
+    const seed = o.seed ?? 0
+    if (typeof seed !== 'number' || !Number.isSafeInteger(seed)) {
+      throw new RangeError(`SEResNet.create: opts.seed must be a safe integer, got ${JSON.stringify(seed)}`)
+    }
+    const config: ResolvedConfig = { ...base, numClasses }
+    const program = buildProgram(config, randomParams(config, seed), { inPlace: true })
+    const minSize = minInputSize(program)
+    return new this(isArch(arch) ? arch : 'custom', config, backend.compile(program), minSize, backend.name)
+  }
+
+  /**
+   * Loads weights saved from timm (`safetensors.torch.save_file(model.state_dict(), path)`).
+   * Names must be exactly the architecture's (timm's or Cadene's `legacy_` names);
+   * `num_batches_tracked` is ignored; F32, F16, BF16 and F64 tensors are accepted.
+   * @param source a file path or the file's bytes.
+   * @throws RangeError listing every missing, unexpected and mis-shaped tensor.
+   */
+  static async fromSafetensors(arch: Arch | SEResNetConfig, source: string | Uint8Array, opts?: SEResNetLoadOptions): Promise<SEResNet> {
+    const backend = this.requireBackend('SEResNet.fromSafetensors')
+    const o = checkOpts(opts, 'SEResNet.fromSafetensors')
+    const base = resolveConfig(arch)
+    const numClasses = checkNumClasses(o.numClasses, 'SEResNet.fromSafetensors')
+    const { config, program } = await loadProgram(base, source, archLabel(arch), numClasses)
+    const minSize = minInputSize(program)
+    return new this(isArch(arch) ? arch : 'custom', config, backend.compile(program), minSize, backend.name)
+  }
+
+  /** The smallest input height/width this architecture accepts (every op keeps a size ≥ 1, as in PyTorch). */
+  get minInputSize(): number {
+    return this.state('minInputSize').minSize
+  }
+
+  /** Whether {@link dispose} has been called. */
+  get disposed(): boolean {
+    return internals.get(this)?.compiled === undefined
+  }
+
+  private state(where: string): Internals & { compiled: CompiledModel } {
+    const s = internals.get(this)
+    if (!s || !s.compiled) throw new Error(`SEResNet.${where}: the model was disposed (dispose() was called); create a new one`)
+    return s as Internals & { compiled: CompiledModel }
+  }
+
+  private validate(where: string, x: unknown, shape: unknown, minSize: number): Shape {
+    if (!(x instanceof Float32Array)) {
+      const got = x === null ? 'null' : typeof x === 'object' ? (x as object).constructor?.name ?? 'object' : typeof x
+      throw new TypeError(`SEResNet.${where}: x must be a Float32Array, got ${got}`)
+    }
+    if (!Array.isArray(shape) || shape.length !== 4) {
+      throw new TypeError(`SEResNet.${where}: shape must be [n, c, h, w] (4 numbers), got ${JSON.stringify(shape)}`)
+    }
+    const names = ['n', 'c', 'h', 'w']
+    shape.forEach((d, i) => {
+      if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 1) {
+        throw new RangeError(`SEResNet.${where}: shape[${i}] (${names[i]}) must be a positive safe integer, got ${JSON.stringify(d)}`)
+      }
+    })
+    const [n, c, h, w] = shape as Shape
+    if (c !== this.config.inChans) {
+      throw new RangeError(`SEResNet.${where}: shape[1] (channels) must be ${this.config.inChans}, got ${c}`)
+    }
+    if (h < minSize || w < minSize) {
+      throw new RangeError(
+        `SEResNet.${where}: input ${h}×${w} is too small for ${this.arch}: height and width must be at least ${minSize}`,
+      )
+    }
+    const len = n * c * h * w
+    if (!Number.isSafeInteger(len) || x.length !== len) {
+      throw new RangeError(`SEResNet.${where}: x.length must be n·c·h·w = ${n}·${c}·${h}·${w} = ${len}, got ${x.length}`)
+    }
+    return [n, c, h, w]
+  }
+
+  /**
+   * Logits for a batch, computed on the calling thread.
+   * @param x NCHW float32 images (already normalised as the weights expect).
+   * @param shape [n, 3, h, w]; h and w at least {@link minInputSize}.
+   * @returns n·numClasses logits, row-major [n, numClasses].
+   * @throws TypeError / RangeError naming the bad argument; Error after {@link dispose}.
+   */
+  forwardSync(x: Float32Array, shape: [number, number, number, number]): Float32Array {
+    const s = this.state('forwardSync')
+    return s.compiled.forwardSync(x, this.validate('forwardSync', x, shape, s.minSize))
+  }
+
+  /**
+   * Same as {@link forwardSync}, off the JS thread where the backend can do that.
+   * Validation errors reject the promise (nothing is thrown synchronously).
+   */
+  async forward(x: Float32Array, shape: [n: number, c: 3, h: number, w: number]): Promise<Float32Array> {
+    const s = this.state('forward')
+    return s.compiled.forward(x, this.validate('forward', x, shape, s.minSize))
+  }
+
+  /** Frees the compiled weights. Idempotent; later forward calls throw. */
+  dispose(): void {
+    const s = internals.get(this)
+    if (s?.compiled) {
+      const c = s.compiled
+      s.compiled = undefined
+      c.dispose()
+    }
+  }
+}
