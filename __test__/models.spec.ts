@@ -69,6 +69,8 @@ try {
 }
 if (nativeNote) {
   test('native backend (skipped)', (t) => {
+    // CI sets SENET_REQUIRE_NATIVE=1: there a missing addon is a failure, not a skip.
+    if (process.env.SENET_REQUIRE_NATIVE === '1') t.fail(`native backend required: ${nativeNote}`)
     t.log(`native model tests skipped: ${nativeNote}`)
     t.pass()
   })
