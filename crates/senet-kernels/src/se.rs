@@ -82,6 +82,22 @@ struct Ptrs {
 unsafe impl Send for Ptrs {}
 unsafe impl Sync for Ptrs {}
 
+impl Ptrs {
+    /// The sub-range `off .. off + len` of every buffer.
+    fn window(self, off: usize, len: usize) -> Ptrs {
+        assert!(off + len <= self.len, "window out of range");
+        // SAFETY: in bounds of each buffer (all have `self.len` elements).
+        unsafe {
+            Ptrs {
+                x: self.x.add(off),
+                r: if self.r.is_null() { self.r } else { self.r.add(off) },
+                y: self.y.add(off),
+                len,
+            }
+        }
+    }
+}
+
 impl ScaleIo<'_> {
     fn ptrs(&mut self) -> Ptrs {
         match self {
@@ -236,6 +252,30 @@ unsafe fn dot_k<V: Vf32>(a: *const f32, b: *const f32, len: usize) -> f32 {
     s
 }
 
+/// Dot products of `w` with four rows of `x` (row stride `len`), one accumulator each.
+#[inline(always)]
+unsafe fn dot4_k<V: Vf32>(w: *const f32, x: *const f32, len: usize) -> [f32; 4] {
+    let (mut a0, mut a1, mut a2, mut a3) = (V::zero(), V::zero(), V::zero(), V::zero());
+    let mut i = 0;
+    while i + V::LANES <= len {
+        let wv = V::load(w.add(i));
+        a0 = wv.mul_add(V::load(x.add(i)), a0);
+        a1 = wv.mul_add(V::load(x.add(len + i)), a1);
+        a2 = wv.mul_add(V::load(x.add(2 * len + i)), a2);
+        a3 = wv.mul_add(V::load(x.add(3 * len + i)), a3);
+        i += V::LANES;
+    }
+    let mut r = [a0.reduce_add(), a1.reduce_add(), a2.reduce_add(), a3.reduce_add()];
+    while i < len {
+        let wi = *w.add(i);
+        for (q, rq) in r.iter_mut().enumerate() {
+            *rq += wi * *x.add(q * len + i);
+        }
+        i += 1;
+    }
+    r
+}
+
 /// One layer of the excitation for rows `j0 .. j0 + out.len()/n` of `w` ([rows, k]):
 /// `out[(j - j0)·n + s] = act(dot(w[j], inp[s]) + b[j])` for samples s < n, where act is
 /// ReLU (`sigmoid == false`) or sigmoid. Output is row-major by weight row so that
@@ -256,9 +296,20 @@ unsafe fn fc_rows_k<V: Vf32>(
         let j = j0 + jj;
         let wr = w.as_ptr().add(j * k);
         let bias = b.map_or(0.0, |b| b[j]);
-        for s in 0..n {
+        let mut s = 0;
+        // Four samples per pass over the weight row: one load of w feeds four FMAs.
+        while s + 4 <= n {
+            let d = dot4_k::<V>(wr, inp.as_ptr().add(s * k), k);
+            for (q, v) in d.into_iter().enumerate() {
+                let v = v + bias;
+                out[jj * n + s + q] = if sigmoid { v } else { v.max(0.0) };
+            }
+            s += 4;
+        }
+        while s < n {
             let v = dot_k::<V>(wr, inp.as_ptr().add(s * k), k) + bias;
             out[jj * n + s] = if sigmoid { v } else { v.max(0.0) };
+            s += 1;
         }
     }
     if sigmoid {
@@ -512,19 +563,40 @@ fn scale_in(level: SimdLevel, p: Ptrs, s: Shape4, layout: Layout, gates: &[f32],
 }
 
 /// Squeeze, excite and scale in two passes over `x`: one read for the channel means, one
-/// read (+ residual read) and write for the output. In-place forms are safe: the squeeze
-/// finishes before anything is written.
+/// read (+ residual read) and write for the output. In-place forms are safe: a sample's
+/// squeeze finishes before anything of that sample is written.
+///
+/// The work is sample-major: each sample is squeezed, excited and scaled before the
+/// next, so its second pass reads it back from cache (a sample of [8,256,56,56] is
+/// 3.2 MB: it fits the L3, the whole tensor may not) and DRAM sees about one read and
+/// one write, like a copy. Samples run in parallel, and so do the planes inside one
+/// sample, so that N = 1 or N not a multiple of the thread count still keeps every
+/// thread busy. The schedule depends on the shape only, never on the thread count.
 pub fn se_block(mut io: ScaleIo, s: Shape4, layout: Layout, w: &SeWeights, relu: bool) {
     assert_eq!(s.c, w.c, "weights' channel count");
     let len = s.len().expect("shape overflows");
     assert_eq!(io.x().len(), len, "x length");
     let level = simd::level();
-    let mut z = vec![0.0f32; s.n * s.c];
-    let mut g = vec![0.0f32; s.n * s.c];
+    let p = io.ptrs();
+    let sample = len / s.n;
+    let one = Shape4::new(1, s.c, s.h, s.w);
+    let run = |i: usize| {
+        let mut z = vec![0.0f32; s.c];
+        let mut g = vec![0.0f32; s.c];
+        let pi = p.window(i * sample, sample);
+        // SAFETY: sample i's slice of x is only read here, before this task writes sample
+        // i's output (the only region of y it may alias, in the in-place forms); other
+        // tasks write other samples' outputs.
+        let xi = unsafe { std::slice::from_raw_parts(pi.x, sample) };
+        squeeze_in(level, xi, one, layout, &mut z);
+        excite_in(level, &z, 1, w, &mut g);
+        scale_in(level, pi, one, layout, &g, relu);
+    };
     pool::install(|| {
-        squeeze_in(level, io.x(), s, layout, &mut z);
-        excite_in(level, &z, s.n, w, &mut g);
-        let p = io.ptrs();
-        scale_in(level, p, s, layout, &g, relu);
+        if s.n > 1 && len >= 2 * PAR_GRAIN {
+            (0..s.n).into_par_iter().for_each(run);
+        } else {
+            (0..s.n).for_each(run);
+        }
     });
 }
