@@ -196,6 +196,7 @@ function checkShape(shape: unknown): [number, number, number, number] {
   if (shape.length !== 4) {
     throw new RangeError(`shape must have 4 dimensions [N, C, H, W], got ${shape.length}`)
   }
+  const dims: [number, number, number, number] = [0, 0, 0, 0]
   let count = 1
   for (let i = 0; i < 4; i++) {
     const d: unknown = shape[i]
@@ -212,8 +213,9 @@ function checkShape(shape: unknown): [number, number, number, number] {
         `shape ${fmtShape(shape)} has more than ${MAX_ELEMENTS} elements (N·C·H·W), the largest supported tensor`,
       )
     }
+    dims[i] = d
   }
-  return [shape[0], shape[1], shape[2], shape[3]]
+  return dims
 }
 
 function checkWeights(weights: unknown, c: number, cFrom: string): WeightArgs {
