@@ -32,7 +32,49 @@ pub enum Op {
     Linear { x: usize, y: usize, cin: usize, cout: usize, weight: Vec<f32>, bias: Vec<f32> },
 }
 
+/// `SENET_PROFILE=1`: every forward prints per-op times to stderr (a development aid;
+/// timing adds one clock read per op).
+fn profiling() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SENET_PROFILE").is_ok_and(|v| v == "1"))
+}
+
+fn report(times: &[(String, f64)]) {
+    let total: f64 = times.iter().map(|t| t.1).sum();
+    let mut by: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
+    for (d, ms) in times {
+        let kind = d.split(' ').next().unwrap_or("");
+        let e = by.entry(kind).or_default();
+        e.0 += ms;
+        e.1 += 1;
+    }
+    let mut out = format!("senet profile: {total:.2} ms total\n");
+    for (k, (ms, n)) in &by {
+        out += &format!("  {k:<8} {n:>4} ops {ms:>9.2} ms {:>5.1}%\n", 100.0 * ms / total);
+    }
+    let mut sorted: Vec<&(String, f64)> = times.iter().collect();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (d, ms) in sorted.iter().take(12) {
+        out += &format!("  {ms:>8.3} ms  {d}\n");
+    }
+    eprint!("{out}");
+}
+
 impl Op {
+    fn describe(&self, cur: &[Shape4], ys: Shape4) -> String {
+        let sh = |s: Shape4| format!("[{},{},{},{}]", s.n, s.c, s.h, s.w);
+        match self {
+            Op::Conv { x, conv, residual, .. } => format!(
+                "conv {}->{} {} res={}",
+                sh(cur[*x]),
+                sh(ys),
+                conv.describe(),
+                residual.is_some()
+            ),
+            _ => format!("{} {}->{}", self.name(), sh(cur[self.inputs()[0]]), sh(ys)),
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
             Op::Conv { .. } => "conv",
@@ -261,6 +303,8 @@ impl Model {
     }
 
     fn run(&self, x: &[f32], ws: &mut Workspace) {
+        let profile = profiling();
+        let mut times: Vec<(String, f64)> = Vec::new();
         ws.slots[0][..x.len()].copy_from_slice(x);
         let mut cur: Vec<Shape4> = vec![Shape4::new(0, 0, 0, 0); self.num_slots];
         cur[0] = ws.input;
@@ -272,6 +316,7 @@ impl Model {
             let ylen = ys.len().expect("checked in workspace()");
             let y = &mut yb[..ylen];
             let slot = |i: usize| -> &[f32] { &ws.slots[i][..cur[i].len().expect("checked")] };
+            let t0 = profile.then(std::time::Instant::now);
             match op {
                 Op::Conv { x, conv, residual, relu, .. } => {
                     conv.run(slot(*x), cur[*x], y, residual.map(slot), *relu);
@@ -290,8 +335,14 @@ impl Model {
                     nn::linear(slot(*x), cur[*x].n, *cin, weight, bias, *cout, y);
                 }
             }
+            if let Some(t0) = t0 {
+                times.push((op.describe(&cur, ys), t0.elapsed().as_secs_f64() * 1e3));
+            }
             ws.slots[yi] = yb;
             cur[yi] = ys;
+        }
+        if profile {
+            report(&times);
         }
     }
 }

@@ -83,6 +83,11 @@ impl Conv2d {
         self.cout
     }
 
+    /// `k×k/stride pad g=groups`, for profiles and messages.
+    pub fn describe(&self) -> String {
+        format!("{}x{}/{} p{} g{}", self.kh, self.kw, self.stride, self.pad, self.groups)
+    }
+
     /// Output height and width for an h×w input:
     /// `floor((h + 2·pad − kh) / stride) + 1` (likewise w); None when the padded input
     /// is smaller than the kernel.
