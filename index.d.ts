@@ -64,6 +64,14 @@ export interface OpSpec {
   b2?: Float32Array
 }
 
+/**
+ * Peak float32 multiply-add throughput in GFLOP/s (an FMA counts as 2 FLOP), measured
+ * by running an FMA loop at the current SIMD level on every thread of the kernel pool
+ * for `millis` ms. Blocks the calling thread for that long: call it from a benchmark,
+ * between measurements, with the pool sized as for the kernels it is compared to.
+ */
+export declare function peakGflops(millis: number): number
+
 /** y = act(x·gate [+ residual]). */
 export declare function scale(x: Float32Array, n: number, c: number, h: number, w: number, nhwc: boolean, gates: Float32Array, residual: Float32Array | undefined | null, relu: boolean, out?: Float32Array | undefined | null): Float32Array | null
 

@@ -22,11 +22,12 @@ export async function timeOnce(fn) {
  * Interleaved timing: every round runs each engine once, in a rotating order, so that
  * a noisy neighbour slows all engines alike. Each engine gets `warmup` untimed runs, then
  * rounds continue until `minRounds` are done and `budgetMs` is spent (slow engines stop
- * early after `minRoundsSlow`). Returns { name: [ms...] }.
+ * early after `minRoundsSlow`). An engine may set its own `warmup` count (e.g. 0 for one
+ * that takes seconds per call). Returns { name: [ms...] }.
  */
 export async function interleave(engines, { warmup = 2, minRounds = 15, maxRounds = 60, budgetMs = 4000, minRoundsSlow = 3, slowMs = 200 } = {}) {
   const samples = Object.fromEntries(engines.map((e) => [e.name, []]))
-  for (const e of engines) for (let i = 0; i < warmup; i++) await timeOnce(e.run)
+  for (const e of engines) for (let i = 0; i < (e.warmup ?? warmup); i++) await timeOnce(e.run)
   const t0 = Date.now()
   for (let round = 0; round < maxRounds; round++) {
     const order = engines.map((_, i) => engines[(i + round) % engines.length])

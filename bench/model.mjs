@@ -1,50 +1,363 @@
-// Whole-model benchmark (first version): seresnet50 and resnet50, 224×224, batch 1 and
-// 8, native backend (and pure JS at batch 1 with --js), same random weights per arch.
-// Usage: node bench/model.mjs [--threads N] [--js] [--rounds R]
-// Prints a markdown table and writes bench/results/model-<threads>t.json.
+// Whole-model benchmark: senet (native) vs onnxruntime-node vs senet's pure-JS backend,
+// on the same weights (seresnet50 and resnet50, deterministic random weights, exported
+// to ONNX by `model.toOnnx()`), 224×224, batch 1 and 8, 1 and 2 threads.
+//
+//   node bench/model.mjs [--quick] [--no-js] [--threads 1,2] [--batches 1,8] [--chart PATH]
+//
+// Run from the compiled package (`npm run build` first). Before timing, every engine's
+// logits are compared with senet's on the same input; any max |Δlogit| > 1e-3 aborts.
+// Engines are interleaved round by round (common.mjs `interleave`) so a noisy neighbour
+// slows them alike; medians are reported, and the machine's peak FMA rate is measured
+// in the same run by a native microbenchmark (`peakGflops`) for "fraction of peak".
+//
+// Threads: senet's pool is resized with setNumThreads; onnxruntime gets one session per
+// thread count (intraOpNumThreads; its thread pool is per session, spinning left at its
+// default); the pure-JS backend is single-threaded and runs in the 1-thread rows only.
+//
+// Writes bench/results/model.json (model-quick.json with --quick), prints markdown
+// tables, and draws bench/model-chart.svg (not with --quick unless --chart is given).
 import { createRequire } from 'node:module'
-import { median, interleave, markdownTable, machine, writeJson } from './common.mjs'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { median, interleave, markdownTable, machine, writeJson, randomF32 } from './common.mjs'
+import { groupedBarsSvg } from './chart.mjs'
 
 const require = createRequire(import.meta.url)
 const native = require('../dist/index.js')
 const js = require('../dist/js/index.js')
+const addon = require('../index.js')
+const { buildProgram, randomParams, outputSize } = require('../dist/model/build.js')
+const { resolveConfig } = require('../dist/model/config.js')
 
 const args = process.argv.slice(2)
-const opt = (name, dflt) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : dflt)
-const threads = opt('--threads', native.getNumThreads())
-const rounds = opt('--rounds', 10)
-const withJs = args.includes('--js')
-native.setNumThreads(threads)
+const list = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1].split(',').map(Number) : dflt)
+const quick = args.includes('--quick')
+const withJs = !args.includes('--no-js')
+const THREADS = list('--threads', [1, 2])
+const BATCHES = list('--batches', [1, 8])
+const chartPath = args.includes('--chart')
+  ? path.resolve(args[args.indexOf('--chart') + 1])
+  : quick ? null : path.join(path.dirname(new URL(import.meta.url).pathname), 'model-chart.svg')
 
 const ARCHS = ['seresnet50', 'resnet50']
-const BATCHES = [1, 8]
-const GFLOP = { seresnet50: 8.2, resnet50: 8.2 } // per 224×224 image: 2 × MACs (4.09 / 4.1 G)
+const SIZE = 224
+const SEED = 1
+/** Max |Δlogit| between engines before anything is timed. */
+const AGREE = 1e-3
+const TIMING = quick
+  ? { warmup: 1, minRounds: 3, maxRounds: 3, budgetMs: 0, minRoundsSlow: 1, slowMs: 3000 }
+  : { warmup: 2, minRounds: 10, maxRounds: 40, budgetMs: 8000, minRoundsSlow: 3, slowMs: 3000 }
+const PEAK_MS = quick ? 200 : 400
+const PEAK_REPEATS = quick ? 1 : 3
+const CONCURRENT = 16
 
-const models = Object.fromEntries(ARCHS.map((a) => [a, native.SEResNet.create(a, { seed: 1 })]))
-const jsModels = withJs ? Object.fromEntries(ARCHS.map((a) => [a, js.SEResNet.create(a, { seed: 1 })])) : {}
+let ort
+try {
+  ort = require('onnxruntime-node')
+} catch (e) {
+  console.error(`onnxruntime-node does not load (${e.message.split('\n')[0]}); install the devDependencies (npm ci)`)
+  process.exit(1)
+}
+
+/**
+ * Multiply-accumulates of one forward pass of `program` on an input of `inputShape`
+ * [n, c, h, w], from the program's ops (shapes inferred as the executors do). Counts
+ * the convolutions, the SE unit's two fully connected layers and the classifier;
+ * pooling, the SE scale and residual adds are not multiply-adds.
+ */
+export function countMacs(program, inputShape) {
+  const [n, , h, w] = inputShape
+  const hw = new Map([[0, [h, w]]])
+  let macs = 0
+  for (const op of program.ops) {
+    const src = hw.get(op.op === 'add' ? op.a : op.x)
+    let out = src
+    if (op.op === 'conv') {
+      out = [0, 1].map((i) => outputSize(src[i], i ? op.kw : op.kh, op.stride, op.pad, false))
+      macs += n * op.cout * out[0] * out[1] * (op.cin / op.groups) * op.kh * op.kw
+    } else if (op.op === 'maxpool') {
+      out = src.map((s) => outputSize(s, op.k, op.stride, op.pad, op.ceil))
+    } else if (op.op === 'se') {
+      macs += n * 2 * op.c * op.cr
+    } else if (op.op === 'gap') {
+      out = [1, 1]
+    } else if (op.op === 'linear') {
+      macs += n * op.cin * op.cout
+      out = [1, 1]
+    }
+    hw.set(op.y, out)
+  }
+  return macs
+}
+
+function maxAbsDiff(a, b) {
+  if (a.length !== b.length) return Infinity
+  let d = 0
+  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]))
+  return Number.isNaN(d) ? Infinity : d
+}
+
+const log = (...m) => console.error(...m)
+const loadStart = os.loadavg()
+
+// ------------------------------------------------------------------------- models
+
+log(`building models (${ARCHS.join(', ')}, seed ${SEED}) and exporting them to ONNX...`)
+const models = {}
+for (const arch of ARCHS) {
+  const config = resolveConfig(arch)
+  // The program only to count MACs (the same one create() compiles), then dropped.
+  const macsPerImage = countMacs(buildProgram(config, randomParams(config, SEED), { inPlace: true }), [1, 3, SIZE, SIZE])
+  const model = native.SEResNet.create(arch, { seed: SEED })
+  const onnxBytes = model.toOnnx()
+  const jsModel = withJs ? js.SEResNet.create(arch, { seed: SEED }) : null
+  models[arch] = { model, onnxBytes, jsModel, macsPerImage, numParams: model.numParams }
+  log(`  ${arch}: ${(macsPerImage / 1e9).toFixed(3)} GMAC/image, ${model.numParams} params, ONNX ${(onnxBytes.length / 2 ** 20).toFixed(1)} MiB`)
+}
+
+async function ortSession(bytes, threads) {
+  return ort.InferenceSession.create(bytes, {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+  })
+}
+
+// ------------------------------------------------------------------------- measure
+
+const peaks = {} // threads → GFLOP/s
+const cells = [] // one per (arch, batch, threads, engine)
+const agreement = []
+
+for (const threads of THREADS) {
+  native.setNumThreads(threads)
+  const peakRuns = []
+  for (let i = 0; i < PEAK_REPEATS; i++) peakRuns.push(addon.peakGflops(PEAK_MS))
+  peaks[threads] = Math.max(...peakRuns) // the least disturbed run is the closest to the ceiling
+  log(`${threads} thread(s): peak FMA ${peakRuns.map((p) => p.toFixed(0)).join(' / ')} GFLOP/s (${native.simdLevel()})`)
+
+  const sessions = {}
+  for (const arch of ARCHS) sessions[arch] = await ortSession(models[arch].onnxBytes, threads)
+
+  for (const batch of BATCHES) {
+    const shape = [batch, 3, SIZE, SIZE]
+    const x = randomF32(batch * 3 * SIZE * SIZE, 7 + batch)
+    const feeds = { input: new ort.Tensor('float32', x, shape) }
+    const engines = []
+    for (const arch of ARCHS) {
+      const m = models[arch]
+      engines.push({ engine: 'senet', arch, name: `senet ${arch}`, run: () => m.model.forward(x, shape) })
+      engines.push({ engine: 'onnxruntime', arch, name: `onnxruntime ${arch}`, run: async () => (await sessions[arch].run(feeds)).logits.data })
+      if (m.jsModel && batch === 1 && threads === Math.min(...THREADS)) {
+        engines.push({ engine: 'js', arch, name: `js ${arch}`, warmup: 0, run: () => m.jsModel.forwardSync(x, shape) })
+      }
+    }
+
+    // Agreement first (this run doubles as a warmup): every engine against senet.
+    log(`batch ${batch}, ${threads} thread(s): checking that the engines agree...`)
+    const outputs = {}
+    for (const e of engines) outputs[e.name] = await e.run()
+    for (const e of engines) {
+      if (e.engine === 'senet') continue
+      const d = maxAbsDiff(outputs[e.name], outputs[`senet ${e.arch}`])
+      agreement.push({ arch: e.arch, batch, threads, engine: e.engine, maxAbsDiff: d })
+      if (!(d <= AGREE)) {
+        console.error(`ABORT: ${e.name} disagrees with senet at batch ${batch}: max |Δlogit| = ${d} > ${AGREE}`)
+        process.exit(2)
+      }
+    }
+
+    log(`batch ${batch}, ${threads} thread(s): timing ${engines.map((e) => e.name).join(', ')}...`)
+    const samples = await interleave(engines, TIMING)
+    for (const e of engines) {
+      const ms = median(samples[e.name])
+      const gflop = (2 * models[e.arch].macsPerImage * batch) / 1e9
+      const engineThreads = e.engine === 'js' ? 1 : threads
+      cells.push({
+        arch: e.arch, batch, threads: engineThreads, engine: e.engine,
+        medianMs: ms, samplesMs: samples[e.name],
+        imagesPerSec: (batch * 1000) / ms,
+        gflops: gflop / (ms / 1000),
+        fractionOfPeak: null, // below, once every thread count's peak is known
+      })
+    }
+  }
+  for (const s of Object.values(sessions)) await s.release()
+}
+// Against the peak of as many threads as the engine used (the JS backend: one).
+for (const c of cells) c.fractionOfPeak = peaks[c.threads] ? c.gflops / peaks[c.threads] : null
+
+// ------------------------------------------------------------------------- concurrency
+
+/** 16 concurrent forward calls on one model vs the same calls one after another. */
+async function concurrencyCheck() {
+  const threads = Math.max(...THREADS)
+  native.setNumThreads(threads)
+  const arch = ARCHS[0]
+  const { model } = models[arch]
+  const shape = [1, 3, SIZE, SIZE]
+  const inputs = Array.from({ length: CONCURRENT }, (_, i) => randomF32(3 * SIZE * SIZE, 100 + i))
+  await model.forward(inputs[0], shape)
+  const reps = quick ? 1 : 3
+  const seqMs = []
+  const conMs = []
+  let identical = true
+  let reference
+  for (let r = 0; r < reps; r++) {
+    let t0 = performance.now()
+    const seq = []
+    for (const x of inputs) seq.push(await model.forward(x, shape))
+    seqMs.push(performance.now() - t0)
+    t0 = performance.now()
+    const con = await Promise.all(inputs.map((x) => model.forward(x, shape)))
+    conMs.push(performance.now() - t0)
+    reference ??= seq
+    // Results are bitwise identical whatever the scheduling (README: "Threads and SIMD").
+    for (let i = 0; i < CONCURRENT; i++) {
+      if (maxAbsDiff(con[i], reference[i]) !== 0 || maxAbsDiff(seq[i], reference[i]) !== 0) identical = false
+    }
+  }
+  const seq = median(seqMs)
+  const con = median(conMs)
+  return {
+    arch, threads, calls: CONCURRENT, batch: 1, identical,
+    sequentialMs: seq, concurrentMs: con,
+    sequentialImagesPerSec: (CONCURRENT * 1000) / seq,
+    concurrentImagesPerSec: (CONCURRENT * 1000) / con,
+    throughputRatio: seq / con,
+  }
+}
+log(`concurrency: ${CONCURRENT} concurrent forward calls...`)
+const concurrency = await concurrencyCheck()
+if (!concurrency.identical) {
+  console.error('ABORT: concurrent forward calls returned results different from sequential ones')
+  process.exit(3)
+}
+
+// ------------------------------------------------------------------------- report
+
+const find = (arch, batch, threads, engine) => cells.find((c) => c.arch === arch && c.batch === batch && c.threads === threads && c.engine === engine)
+const x2 = (v) => (v == null || !Number.isFinite(v) ? '' : `${v.toFixed(2)}×`)
+const pct = (v) => (v == null ? '' : `${(100 * v).toFixed(1)}%`)
+const ENGINES = ['senet', 'onnxruntime', 'js']
 
 const rows = []
-const results = []
-for (const batch of BATCHES) {
-  const shape = [batch, 3, 224, 224]
-  const x = new Float32Array(batch * 3 * 224 * 224).map((_, i) => Math.sin(i * 0.37))
-  const engines = ARCHS.map((a) => ({ name: `native ${a}`, run: () => models[a].forwardSync(x, shape) }))
-  if (withJs && batch === 1) for (const a of ARCHS) engines.push({ name: `js ${a}`, run: () => jsModels[a].forwardSync(x, shape) })
-  const samples = await interleave(engines, { warmup: 1, minRounds: rounds, maxRounds: rounds, budgetMs: 0, minRoundsSlow: 2, slowMs: 5000 })
-  const med = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)]))
-  for (const [name, ms] of Object.entries(med)) {
-    const arch = name.split(' ')[1]
-    rows.push([name, String(batch), ms.toFixed(1), ((batch * 1000) / ms).toFixed(2), ((GFLOP[arch] * batch) / (ms / 1000)).toFixed(1)])
+for (const arch of ARCHS) {
+  for (const batch of BATCHES) {
+    for (const threads of THREADS) {
+      for (const engine of ENGINES) {
+        const c = find(arch, batch, threads, engine)
+        if (!c || (engine === 'js' && threads !== Math.min(...THREADS))) continue
+        const ortCell = find(arch, batch, threads, 'onnxruntime')
+        const plain = arch.startsWith('se') ? find(arch.replace(/^se/, ''), batch, threads, engine) : undefined
+        c.vsOnnxruntime = ortCell ? ortCell.medianMs / c.medianMs : null
+        c.seOverhead = plain ? c.medianMs / plain.medianMs : null
+        rows.push([
+          arch, String(batch), engine === 'js' ? '1 (JS)' : String(threads), engine,
+          c.medianMs.toFixed(1), c.imagesPerSec.toFixed(2), c.gflops.toFixed(1), pct(c.fractionOfPeak),
+          engine === 'onnxruntime' ? '1.00×' : x2(c.vsOnnxruntime), x2(c.seOverhead),
+        ])
+      }
+    }
   }
-  const overhead = med['native seresnet50'] / med['native resnet50']
-  rows.push([`SE overhead (seresnet50 / resnet50)`, String(batch), overhead.toFixed(3), '', ''])
-  results.push({ batch, medianMs: med, samples, seOverhead: overhead })
-  console.error(`done batch ${batch}`)
 }
-const info = { ...machine(), threads: native.getNumThreads(), simd: native.simdLevel(), rounds }
-const table = markdownTable(['engine / model', 'batch', 'median ms', 'images/s', 'GFLOP/s'], rows)
-console.log(`Whole models, 224×224, ${info.threads} threads, SIMD ${info.simd}, ${info.cpu}, Node ${info.node}, ${info.date}\n`)
-console.log(table)
-const file = writeJson(`model-${info.threads}t.json`, { info, results, table })
-console.error(`wrote ${file}`)
-for (const m of [...Object.values(models), ...Object.values(jsModels)]) m.dispose()
+const mainTable = markdownTable(
+  ['model', 'batch', 'threads', 'engine', 'median ms', 'images/s', 'GFLOP/s', '% of peak', 'speed vs onnxruntime', 'SE overhead'],
+  rows,
+)
+
+const scaling = []
+const scalingRows = []
+if (THREADS.includes(1) && THREADS.includes(2)) {
+  const batch = Math.max(...BATCHES)
+  for (const arch of ARCHS) {
+    for (const engine of ['senet', 'onnxruntime']) {
+      const a = find(arch, batch, 1, engine)
+      const b = find(arch, batch, 2, engine)
+      if (!a || !b) continue
+      const s = { arch, batch, engine, imagesPerSec1: a.imagesPerSec, imagesPerSec2: b.imagesPerSec, speedup: b.imagesPerSec / a.imagesPerSec }
+      scaling.push(s)
+      scalingRows.push([arch, engine, String(batch), a.imagesPerSec.toFixed(2), b.imagesPerSec.toFixed(2), x2(s.speedup)])
+    }
+  }
+}
+const scalingTable = scalingRows.length
+  ? markdownTable(['model', 'engine', 'batch', 'images/s, 1 thread', 'images/s, 2 threads', '2-thread speedup'], scalingRows)
+  : ''
+const concurrencyTable = markdownTable(
+  ['model', 'threads', 'calls', 'one after another', 'all at once', 'throughput ratio', 'results identical'],
+  [[concurrency.arch, String(concurrency.threads), `${CONCURRENT} × batch 1`,
+    `${concurrency.sequentialMs.toFixed(0)} ms (${concurrency.sequentialImagesPerSec.toFixed(1)} images/s)`,
+    `${concurrency.concurrentMs.toFixed(0)} ms (${concurrency.concurrentImagesPerSec.toFixed(1)} images/s)`,
+    x2(concurrency.throughputRatio), concurrency.identical ? 'yes' : 'NO']],
+)
+
+const loadEnd = os.loadavg()
+const info = {
+  ...machine(),
+  simd: native.simdLevel(),
+  onnxruntime: ort.env.versions?.node ?? 'unknown',
+  quick,
+  size: SIZE,
+  seed: SEED,
+  timing: TIMING,
+  peakGflops: peaks,
+  loadAverage: { start: loadStart, end: loadEnd },
+  models: Object.fromEntries(ARCHS.map((a) => [a, { macsPerImage: models[a].macsPerImage, gflopPerImage: (2 * models[a].macsPerImage) / 1e9, numParams: models[a].numParams }])),
+}
+// Two free cores give ~2× the 1-thread peak; much less means a neighbour held a core
+// during the run and every multi-thread number (and the scaling) understates.
+const busy = peaks[1] && peaks[2] ? peaks[2] < 1.6 * peaks[1] : false
+info.busy = busy
+const peakText = Object.entries(peaks).map(([t, g]) => `${g.toFixed(0)} GFLOP/s on ${t} thread${t === '1' ? '' : 's'}`).join(', ')
+const header = [
+  `Whole models, ${SIZE}×${SIZE}, random weights (seed ${SEED}), ${info.cpu}, SIMD ${info.simd}, Node ${info.node}, onnxruntime-node ${info.onnxruntime}, ${info.date}${quick ? ' (QUICK: few rounds, indicative only)' : ''}.`,
+  `GFLOP per image as 2 × multiply-adds counted from the program: ${ARCHS.map((a) => `${a} ${info.models[a].gflopPerImage.toFixed(2)}`).join(', ')}.`,
+  `Peak FMA measured in this run: ${peakText}. Load average at start ${loadStart.map((l) => l.toFixed(2)).join(' ')}, at end ${loadEnd.map((l) => l.toFixed(2)).join(' ')}.`,
+  ...(busy ? [`WARNING: the 2-thread peak is only ${(peaks[2] / peaks[1]).toFixed(2)}× the 1-thread one: another process was using a core; 2-thread rows and scaling are not representative.`] : []),
+  `Engines agree before timing: max |Δlogit| vs senet ${Math.max(0, ...agreement.map((a) => a.maxAbsDiff)).toExponential(1)} (limit ${AGREE}).`,
+  `"speed vs onnxruntime" = onnxruntime median / engine median (> 1: faster); "SE overhead" = seresnet50 / resnet50 time, same engine.`,
+].join('\n')
+console.log(`${header}\n\n${mainTable}\n\nScaling (batch ${Math.max(...BATCHES)}):\n\n${scalingTable}\n\nConcurrency (${CONCURRENT} forward() calls on one model, batch 1):\n\n${concurrencyTable}`)
+
+const file = writeJson(quick ? 'model-quick.json' : 'model.json', {
+  info, cells, agreement, scaling, concurrency,
+  markdown: { header, mainTable, scalingTable, concurrencyTable },
+})
+log(`wrote ${file}`)
+
+if (chartPath) {
+  const groups = []
+  const series = [
+    { name: 'senet (native)', engine: 'senet', color: '#1c7ed6', values: [] },
+    { name: 'onnxruntime-node', engine: 'onnxruntime', color: '#f08c00', values: [] },
+    ...(withJs ? [{ name: 'senet/js (pure JS)', engine: 'js', color: '#868e96', values: [] }] : []),
+  ]
+  for (const batch of BATCHES) {
+    for (const threads of THREADS) {
+      for (const arch of ARCHS) {
+        groups.push({ label: `${arch} b${batch}`, sublabel: `${threads} thread${threads > 1 ? 's' : ''}` })
+        for (const s of series) s.values.push(find(arch, batch, threads, s.engine)?.imagesPerSec ?? null)
+      }
+    }
+  }
+  const svg = groupedBarsSvg({
+    title: `SE-ResNet-50 and ResNet-50 on CPU: images/s (higher is better)`,
+    subtitle: [
+      `${SIZE}×${SIZE}, same weights in every engine; ${info.cpu}, ${info.simd}, ${info.date.slice(0, 10)}`,
+      `peak FMA ${peakText}`,
+    ],
+    yLabel: 'images / s',
+    groups,
+    series,
+  })
+  fs.writeFileSync(chartPath, svg)
+  log(`wrote ${chartPath}`)
+}
+
+for (const m of Object.values(models)) {
+  m.model.dispose()
+  m.jsModel?.dispose()
+}

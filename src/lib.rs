@@ -6,6 +6,7 @@
 //! of bounds (they throw plain errors with code `InvalidArg`).
 
 mod args;
+mod bench;
 mod model;
 mod se;
 

@@ -18,8 +18,11 @@
  * @packageDocumentation
  */
 
+import { readFileSync, statSync } from 'fs'
+import { resolve as resolvePath } from 'path'
 import { type Arch, type ResolvedConfig, type SEResNetConfig, isArch, resolveConfig } from './config'
 import { buildProgram, countParams, minInputSize, randomParams } from './build'
+import { type OnnxExportOptions, programToOnnx, programToOnnxFile } from './onnx'
 import type { CompiledModel, ModelBackend, Program } from './program'
 import { parseSafetensors, readSafetensors, type SafetensorsFile } from './safetensors'
 import { matchWeights } from './weights'
@@ -40,10 +43,25 @@ export interface SEResNetLoadOptions {
 
 type Shape = [number, number, number, number]
 
+/**
+ * Where a model's weights came from: enough to rebuild its program on demand (for
+ * {@link SEResNet.toOnnx}) without keeping a JS copy of every weight alive beside the
+ * backend's own.
+ */
+type WeightsOrigin =
+  | { kind: 'random'; seed: number }
+  /** A file, re-read on export; size and mtime detect a file changed since loading. */
+  | { kind: 'file'; path: string; size: number; mtimeMs: number }
+  /** The caller's bytes, kept by reference (see fromSafetensors). */
+  | { kind: 'bytes'; bytes: Uint8Array; byteLength: number }
+
 /** State an instance owns; the compiled model is dropped on dispose. */
 interface Internals {
   compiled: CompiledModel | undefined
   minSize: number
+  origin: WeightsOrigin
+  /** The label `matchWeights` names the architecture by in errors. */
+  label: string
 }
 
 const internals = new WeakMap<SEResNet, Internals>()
@@ -84,6 +102,32 @@ async function loadProgram(
   return { config: matched.config, program: buildProgram(matched.config, matched.source, { inPlace: true }) }
 }
 
+/** The program of a model, rebuilt from where its weights came from (as loading built it). */
+function rebuildProgram(config: ResolvedConfig, origin: WeightsOrigin, label: string): Program {
+  if (origin.kind === 'random') return buildProgram(config, randomParams(config, origin.seed), { inPlace: true })
+  let file: SafetensorsFile
+  if (origin.kind === 'file') {
+    let st
+    try {
+      st = statSync(origin.path)
+    } catch (e) {
+      throw new Error(`SEResNet.toOnnx: cannot re-read the weights file ${origin.path}: ${(e as Error).message}`)
+    }
+    if (st.size !== origin.size || st.mtimeMs !== origin.mtimeMs) {
+      throw new Error(`SEResNet.toOnnx: the weights file ${origin.path} changed since the model was loaded; load it again`)
+    }
+    file = parseSafetensors(readFileSync(origin.path))
+  } else {
+    if (origin.bytes.byteLength !== origin.byteLength) {
+      throw new Error('SEResNet.toOnnx: the Uint8Array the model was loaded from was detached or resized; load the model again')
+    }
+    file = parseSafetensors(origin.bytes)
+  }
+  // numClasses is fixed to the model's, so the rebuilt program has the loaded shapes.
+  const matched = matchWeights(config, file, label, { numClasses: config.numClasses })
+  return buildProgram(matched.config, matched.source, { inPlace: true })
+}
+
 function archLabel(arch: Arch | SEResNetConfig): string {
   return isArch(arch) ? arch : 'custom config'
 }
@@ -108,13 +152,21 @@ export class SEResNet {
   readonly backend: 'native' | 'js'
 
   /** Use {@link SEResNet.create} or {@link SEResNet.fromSafetensors}. */
-  protected constructor(arch: string, config: ResolvedConfig, compiled: CompiledModel, minSize: number, backend: 'native' | 'js') {
+  protected constructor(
+    arch: string,
+    config: ResolvedConfig,
+    compiled: CompiledModel,
+    minSize: number,
+    backend: 'native' | 'js',
+    origin: WeightsOrigin,
+    label: string,
+  ) {
     this.arch = arch
     this.config = Object.freeze({ ...config })
     this.numParams = countParams(config)
     this.numClasses = config.numClasses
     this.backend = backend
-    internals.set(this, { compiled, minSize })
+    internals.set(this, { compiled, minSize, origin, label })
   }
 
   private static requireBackend(where: string): ModelBackend {
@@ -140,14 +192,18 @@ export class SEResNet {
     const config: ResolvedConfig = { ...base, numClasses }
     const program = buildProgram(config, randomParams(config, seed), { inPlace: true })
     const minSize = minInputSize(program)
-    return new this(isArch(arch) ? arch : 'custom', config, backend.compile(program), minSize, backend.name)
+    return new this(isArch(arch) ? arch : 'custom', config, backend.compile(program), minSize, backend.name, { kind: 'random', seed }, archLabel(arch))
   }
 
   /**
    * Loads weights saved from timm (`safetensors.torch.save_file(model.state_dict(), path)`).
    * Names must be exactly the architecture's (timm's or Cadene's `legacy_` names);
    * `num_batches_tracked` is ignored; F32, F16, BF16 and F64 tensors are accepted.
-   * @param source a file path or the file's bytes.
+   * @param source a file path or the file's bytes. A path is read once here and again
+   *   by {@link toOnnx}. Bytes are kept by reference for {@link toOnnx}: the model then
+   *   keeps the file's size in memory alive for its lifetime even if the caller drops
+   *   them (pass a path when memory matters), and exports whatever the array holds
+   *   then (do not modify it).
    * @throws RangeError listing every missing, unexpected and mis-shaped tensor.
    */
   static async fromSafetensors(arch: Arch | SEResNetConfig, source: string | Uint8Array, opts?: SEResNetLoadOptions): Promise<SEResNet> {
@@ -155,9 +211,18 @@ export class SEResNet {
     const o = checkOpts(opts, 'SEResNet.fromSafetensors')
     const base = resolveConfig(arch)
     const numClasses = checkNumClasses(o.numClasses, 'SEResNet.fromSafetensors')
+    let origin: WeightsOrigin
+    if (typeof source === 'string') {
+      const path = resolvePath(source)
+      // Stat before reading: a file replaced meanwhile then fails toOnnx's check rather than passing it.
+      const st = statSync(path, { throwIfNoEntry: false })
+      origin = { kind: 'file', path, size: st?.size ?? -1, mtimeMs: st?.mtimeMs ?? -1 }
+    } else {
+      origin = { kind: 'bytes', bytes: source, byteLength: source instanceof Uint8Array ? source.byteLength : 0 }
+    }
     const { config, program } = await loadProgram(base, source, archLabel(arch), numClasses)
     const minSize = minInputSize(program)
-    return new this(isArch(arch) ? arch : 'custom', config, backend.compile(program), minSize, backend.name)
+    return new this(isArch(arch) ? arch : 'custom', config, backend.compile(program), minSize, backend.name, origin, archLabel(arch))
   }
 
   /** The smallest input height/width this architecture accepts (every op keeps a size ≥ 1, as in PyTorch). */
@@ -225,6 +290,42 @@ export class SEResNet {
   async forward(x: Float32Array, shape: [n: number, c: 3, h: number, w: number]): Promise<Float32Array> {
     const s = this.state('forward')
     return s.compiled.forward(x, this.validate('forward', x, shape, s.minSize))
+  }
+
+  /**
+   * The model as an ONNX file's bytes (opset 13; input `input` [N, C, H, W] with symbolic
+   * N, H, W; output `logits` [N, numClasses]; BatchNorm folded), e.g. to run the same
+   * weights in onnxruntime. See `lib/model/onnx.ts` for the graph.
+   *
+   * The model keeps no JS copy of its weights, so they are rebuilt here from their
+   * origin: regenerated from the seed ({@link create}), re-read from the file (which must
+   * not have changed since loading), or re-parsed from the bytes given to
+   * {@link fromSafetensors}. Transient memory: the folded weights plus the result
+   * (≈ 2 × 4 bytes per parameter, plus the file while it is parsed); use
+   * {@link toOnnxFile} to avoid the result buffer.
+   * @throws Error after {@link dispose}, or when the weights' file changed or is gone.
+   */
+  toOnnx(opts?: OnnxExportOptions): Uint8Array {
+    return programToOnnx(this.exportProgram('toOnnx'), this.onnxOptions(opts))
+  }
+
+  /**
+   * Writes {@link toOnnx}'s bytes to `path`, streaming the weights (no buffer of the
+   * file's size).
+   */
+  async toOnnxFile(path: string, opts?: OnnxExportOptions): Promise<void> {
+    if (typeof path !== 'string') throw new TypeError(`SEResNet.toOnnxFile: path must be a string, got ${typeof path}`)
+    await programToOnnxFile(this.exportProgram('toOnnxFile'), path, this.onnxOptions(opts))
+  }
+
+  private exportProgram(where: string): Program {
+    const s = this.state(where)
+    return rebuildProgram(this.config, s.origin, s.label)
+  }
+
+  private onnxOptions(opts: OnnxExportOptions | undefined): OnnxExportOptions {
+    const o = checkOpts(opts, 'SEResNet.toOnnx') as OnnxExportOptions
+    return { graphName: this.arch, docString: `${this.arch} exported by senet (BatchNorm folded)`, ...o }
   }
 
   /** Frees the compiled weights. Idempotent; later forward calls throw. */

@@ -5,6 +5,7 @@
 pub mod graph;
 pub mod mem;
 pub mod nn;
+pub mod peak;
 pub mod pool;
 pub mod se;
 pub mod simd;

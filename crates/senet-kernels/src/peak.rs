@@ -1,0 +1,139 @@
+//! Peak float32 multiply-add throughput of the running machine, measured: the ceiling
+//! that model benchmarks report their GFLOP/s against ("fraction of peak").
+//!
+//! Every pool thread runs a register-only loop of independent `mul_add` chains at the
+//! current SIMD level. An FMA has a latency of ~4 cycles and (on AVX-512 server cores)
+//! two issue ports, so at least 2 × 4 = 8 independent chains are needed to keep both
+//! ports busy; [`CHAINS`] = 16 leaves a margin for cores with longer latency and still
+//! fits the 16 (AVX2) / 32 (AVX-512) vector registers. Nothing touches memory, so the
+//! number is the arithmetic ceiling, not what any real kernel can reach (a tuned GEMM
+//! gets 60–75 % of it).
+
+use crate::pool;
+use crate::simd::{self, SimdLevel};
+use crate::vec::{simd_dispatch, Vf32};
+use std::time::{Duration, Instant};
+
+/// Independent accumulator chains per thread (see the module docs for why 16).
+pub const CHAINS: usize = 16;
+
+/// Loop iterations between two clock reads: 4096 × 16 FMAs ≈ 10 µs on one core,
+/// long enough that `Instant::now` costs nothing, short enough to stop on time.
+const ITERS_PER_CHECK: usize = 4096;
+
+/// `acc ← acc·a + b` on [`CHAINS`] independent vectors, `iters` times; returns a lane sum
+/// so the work cannot be optimised away. With `a` just below 1 the values converge to
+/// `b / (1 − a)` and never overflow or become denormal, whatever `iters` is.
+///
+/// # Safety
+/// `V`'s instructions must be supported by the running CPU (guaranteed by `simd_dispatch!`).
+#[inline(always)]
+unsafe fn fma_chains<V: Vf32>(seed: f32, a: f32, b: f32, iters: usize) -> f32 {
+    let (va, vb) = (V::splat(a), V::splat(b));
+    let mut acc = [V::splat(seed); CHAINS];
+    for (i, x) in acc.iter_mut().enumerate() {
+        *x = V::splat(seed + i as f32 * 1e-3);
+    }
+    for _ in 0..iters {
+        // A fixed-size inner loop over an array held in registers: fully unrolled, one
+        // FMA per chain per iteration, no loads or stores.
+        for x in acc.iter_mut() {
+            *x = x.mul_add(va, vb);
+        }
+    }
+    let mut s = V::zero();
+    for x in acc {
+        s = s.add(x);
+    }
+    s.reduce_add()
+}
+
+simd_dispatch!(
+    /// [`fma_chains`] at `level`.
+    fn fma_chains_at(seed: f32, a: f32, b: f32, iters: usize) -> f32 => fma_chains
+);
+
+/// Floating-point operations (a multiply-add counts as 2) of one `fma_chains` iteration.
+fn flops_per_iter(level: SimdLevel) -> f64 {
+    let lanes = match level {
+        SimdLevel::Avx512 => 16,
+        SimdLevel::Avx2 => 8,
+        SimdLevel::Neon => 4,
+        SimdLevel::Scalar => 1,
+    };
+    (2 * CHAINS * lanes) as f64
+}
+
+/// One thread's run: FMA loop until `duration` has passed; returns its GFLOP/s.
+fn run_one(level: SimdLevel, duration: Duration) -> f64 {
+    let seed = std::hint::black_box(0.5f32);
+    let (a, b) = (std::hint::black_box(0.999_99f32), std::hint::black_box(1e-6f32));
+    let t0 = Instant::now();
+    let mut iters = 0usize;
+    let mut sink = 0.0f32;
+    loop {
+        // black_box per call: the call is pure, and with loop-invariant arguments the
+        // compiler would hoist it out of the loop and run it once.
+        sink += fma_chains_at(level, std::hint::black_box(seed), a, b, std::hint::black_box(ITERS_PER_CHECK));
+        iters += ITERS_PER_CHECK;
+        if t0.elapsed() >= duration {
+            break;
+        }
+    }
+    std::hint::black_box(sink);
+    let secs = t0.elapsed().as_secs_f64();
+    iters as f64 * flops_per_iter(level) / secs / 1e9
+}
+
+/// The result of [`measure`].
+#[derive(Clone, Copy, Debug)]
+pub struct Peak {
+    /// Sum over the pool's threads of each thread's multiply-add rate, in GFLOP/s (2 per FMA).
+    pub gflops: f64,
+    /// Threads that ran (the pool's size).
+    pub threads: usize,
+    /// The SIMD level the loop ran at ([`simd::level`]).
+    pub level: SimdLevel,
+}
+
+/// Runs the FMA loop on every thread of the kernel pool at once for `duration` and
+/// returns the total rate. Summing per-thread rates (rather than dividing by the wall
+/// time) keeps a thread that starts late from counting as idle time; a thread that
+/// shares its core with another process still measures low, which is what a benchmark
+/// on a busy machine should see.
+pub fn measure(duration: Duration) -> Peak {
+    let level = simd::level();
+    let rates: Vec<f64> = pool::install(|| rayon::broadcast(|_| run_one(level, duration)));
+    Peak { gflops: rates.iter().sum(), threads: rates.len(), level }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every level computes the same recurrence (to float32 rounding) as float64.
+    #[test]
+    fn fma_chains_match_f64_on_every_level() {
+        simd::for_each_level(|l| {
+            let (seed, a, b, n) = (0.5f32, 0.999f32, 1e-3f32, 5000usize);
+            let got = fma_chains_at(l, seed, a, b, n) as f64;
+            let lanes = (flops_per_iter(l) / (2 * CHAINS) as f64) as usize;
+            let mut want = 0.0f64;
+            for i in 0..CHAINS {
+                let mut x = (seed + i as f32 * 1e-3) as f64;
+                for _ in 0..n {
+                    x = x * a as f64 + b as f64;
+                }
+                want += x * lanes as f64;
+            }
+            assert!((got - want).abs() <= 1e-4 * want.abs(), "{l:?}: {got} vs {want}");
+        });
+    }
+
+    #[test]
+    fn measure_reports_every_thread_and_a_positive_rate() {
+        let p = measure(Duration::from_millis(20));
+        assert_eq!(p.threads, pool::num_threads());
+        assert!(p.gflops > 0.0 && p.gflops.is_finite(), "{p:?}");
+    }
+}
