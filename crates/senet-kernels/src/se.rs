@@ -566,8 +566,8 @@ fn scale_in(level: SimdLevel, p: Ptrs, s: Shape4, layout: Layout, gates: &[f32],
 /// read (+ residual read) and write for the output. In-place forms are safe: a sample's
 /// squeeze finishes before anything of that sample is written.
 ///
-/// The work is sample-major: each sample is squeezed, excited and scaled before the
-/// next, so its second pass reads it back from cache (a sample of [8,256,56,56] is
+/// Large samples are processed sample-major: each sample is squeezed, excited and scaled
+/// before the next, so its second pass reads it back from cache (a sample of [8,256,56,56] is
 /// 3.2 MB: it fits the L3, the whole tensor may not) and DRAM sees about one read and
 /// one write, like a copy. Samples run in parallel, and so do the planes inside one
 /// sample, so that N = 1 or N not a multiple of the thread count still keeps every
@@ -593,10 +593,24 @@ pub fn se_block(mut io: ScaleIo, s: Shape4, layout: Layout, w: &SeWeights, relu:
         scale_in(level, pi, one, layout, &g, relu);
     };
     pool::install(|| {
-        if s.n > 1 && len >= 2 * PAR_GRAIN {
+        if sample < SAMPLE_MAJOR_MIN {
+            // Small samples: the whole tensor stays in cache anyway, and the excitation
+            // (whose weights can outweigh a 7×7 sample) is better batched over samples.
+            let mut z = vec![0.0f32; s.n * s.c];
+            let mut g = vec![0.0f32; s.n * s.c];
+            // SAFETY: x is only read here, before anything is written.
+            let x = unsafe { std::slice::from_raw_parts(p.x, len) };
+            squeeze_in(level, x, s, layout, &mut z);
+            excite_in(level, &z, s.n, w, &mut g);
+            scale_in(level, p, s, layout, &g, relu);
+        } else if s.n > 1 {
             (0..s.n).into_par_iter().for_each(run);
         } else {
-            (0..s.n).for_each(run);
+            run(0);
         }
     });
 }
+
+/// Per-sample element count from which `se_block` goes sample-major (1 MiB of f32):
+/// below it the phases run over the whole batch.
+const SAMPLE_MAJOR_MIN: usize = 1 << 18;
