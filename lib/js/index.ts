@@ -20,6 +20,7 @@ export class SEResNet extends SEResNetBase {
 export { ARCHS } from '../model/config'
 export type { Arch, SEResNetConfig } from '../model/config'
 export type { SEResNetCreateOptions, SEResNetLoadOptions } from '../model/seresnet'
+export type { OnnxExportOptions } from '../model/onnx'
 export type {
   Layout,
   Shape4,
