@@ -12,6 +12,7 @@
 //! task in an order that does not depend on how the work is split, so results are
 //! bitwise identical for any thread count.
 
+pub mod blocked;
 mod conv;
 mod eltwise;
 mod gemm;

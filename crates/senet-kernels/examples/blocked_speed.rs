@@ -1,0 +1,145 @@
+//! Speed of `nn::blocked::ConvBlk` against `nn::Conv2d` on SE-ResNet-50 shapes.
+//!
+//! `cargo run --release -p senet-kernels --example blocked_speed [reps]`
+//! Environment: `SHAPE=substring` runs only matching shapes, `BATCH=n` one batch size,
+//! `OLD=0` skips the NCHW `Conv2d` comparison, `ALIGN=0` misaligns the blocked
+//! activations (default: 64-byte aligned). Prints best-of-`reps` GFLOP/s (2 flops
+//! per multiply-add, padding taps included as in `conv_speed`) at batch 1 and 8, 1 and
+//! 2 threads, blocked and old interleaved (the machine is shared; 1-thread times are
+//! CPU times).
+
+use senet_kernels::nn::blocked::{blk16_len, ConvBlk};
+use senet_kernels::nn::Conv2d;
+use senet_kernels::{pool, simd, Shape4};
+use std::time::Instant;
+
+/// Best time of `reps` runs. At 1 thread the work runs inline on this thread, so its
+/// CPU time is measured (other processes on the shared machine cannot inflate it).
+fn best(reps: usize, threads: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up
+    let wall = Instant::now();
+    let clock = || if threads == 1 { thread_cpu_seconds() } else { wall.elapsed().as_secs_f64() };
+    let mut t = f64::INFINITY;
+    for _ in 0..reps {
+        let t0 = clock();
+        f();
+        t = t.min(clock() - t0);
+    }
+    t
+}
+
+/// CPU time of the calling thread (Linux `CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_seconds() -> f64 {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    }
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: `ts` is a valid timespec (64-bit Linux layout) the call fills in.
+    unsafe { clock_gettime(3, &mut ts) };
+    ts.sec as f64 + ts.nsec as f64 * 1e-9
+}
+
+/// A vector of `len` floats from `f(i)` whose slice `[off..off+len]` starts 64-byte
+/// aligned (what the graph should hand the blocked ops); `ALIGN=0` measures unaligned.
+fn buf(len: usize, f: impl Fn(usize) -> f32) -> (Vec<f32>, usize) {
+    let mut v = vec![0.0f32; len + 16];
+    let aligned = std::env::var("ALIGN").map_or(true, |v| v != "0");
+    let off = if aligned { ((v.as_ptr() as usize).wrapping_neg() % 64) / 4 } else { 1 };
+    for i in 0..len {
+        v[off + i] = f(i);
+    }
+    (v, off)
+}
+
+fn main() {
+    let reps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(15);
+    // (name, cin, cout, k, stride, pad, groups, h)
+    let shapes = [
+        ("stem 7x7/2 3->64 @224", 3, 64, 7, 2, 3, 1, 224),
+        ("1x1 64->64 @56", 64, 64, 1, 1, 0, 1, 56),
+        ("1x1 64->256 @56", 64, 256, 1, 1, 0, 1, 56),
+        ("1x1 256->64 @56", 256, 64, 1, 1, 0, 1, 56),
+        ("3x3 64->64 @56", 64, 64, 3, 1, 1, 1, 56),
+        ("3x3/2 128->128 @56", 128, 128, 3, 2, 1, 1, 56),
+        ("1x1 512->128 @28", 512, 128, 1, 1, 0, 1, 28),
+        ("3x3 256->256 @14", 256, 256, 3, 1, 1, 1, 14),
+        ("3x3 512->512 @7", 512, 512, 3, 1, 1, 1, 7),
+        ("3x3/2 512->512 @14", 512, 512, 3, 2, 1, 1, 14),
+        ("1x1/2 1024->2048 @14", 1024, 2048, 1, 2, 0, 1, 14),
+        ("1x1 2048->512 @7", 2048, 512, 1, 1, 0, 1, 7),
+        ("3x3 g32 128->128 @56", 128, 128, 3, 1, 1, 32, 56),
+        ("3x3 g32 1024->1024 @7", 1024, 1024, 3, 1, 1, 32, 7),
+    ];
+    let only = std::env::var("SHAPE").ok();
+    let old = std::env::var("OLD").map_or(true, |v| v != "0");
+    let batches: Vec<usize> = match std::env::var("BATCH") {
+        Ok(b) => vec![b.parse().expect("BATCH")],
+        Err(_) => vec![1, 8],
+    };
+    for t in [1, 2] {
+        pool::set_num_threads(t).unwrap();
+        let p = senet_kernels::peak::measure(std::time::Duration::from_millis(300));
+        println!("FMA peak now, {t} thread(s): {:.0} GFLOP/s", p.gflops);
+    }
+    println!("level {:?}, best of {reps}, GFLOP/s: blocked (old Conv2d)", simd::level());
+    let mut head = format!("{:<24}", "shape");
+    for &n in &batches {
+        for t in [1, 2] {
+            head += &format!(" {:>15}", format!("b{n} t{t}"));
+        }
+    }
+    println!("{head}");
+    for &(name, cin, cout, k, stride, pad, groups, h) in &shapes {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        let wlen = cout * (cin / groups) * k * k;
+        let weight: Vec<f32> = (0..wlen).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+        let bias = vec![0.1f32; cout];
+        let blk = ConvBlk::new(&weight, &bias, cin, cout, k, k, stride, pad, groups);
+        let conv = old.then(|| Conv2d::new(&weight, &bias, cin, cout, k, k, stride, pad, groups));
+        let (oh, ow) = blk.output_hw(h, h).unwrap();
+        let mut line = format!("{name:<24}");
+        for &n in &batches {
+            let xs = Shape4::new(n, cin, h, h);
+            let ys = Shape4::new(n, cout, oh, ow);
+            let stem = cin < 16;
+            let xlen = if stem { xs.len().unwrap() } else { blk16_len(xs) };
+            let (xv, xo_) = buf(xlen, |i| ((i * 31) % 997) as f32 * 1e-3);
+            let x = &xv[xo_..xo_ + xlen];
+            let ylen = blk16_len(ys);
+            let (mut yv, yo_) = buf(ylen, |_| 0.0);
+            let y = &mut yv[yo_..yo_ + ylen];
+            let (rv, ro_) = buf(ylen, |_| 0.0);
+            let res = &rv[ro_..ro_ + ylen];
+            let xo: Vec<f32> = (0..xs.len().unwrap()).map(|i| ((i * 31) % 997) as f32 * 1e-3).collect();
+            let mut yo = vec![0.0f32; ys.len().unwrap()];
+            let reso = yo.clone();
+            let flops = 2.0 * (n * cout * oh * ow * (cin / groups) * k * k) as f64;
+            for t in [1usize, 2] {
+                pool::set_num_threads(t).unwrap();
+                let tb = best(reps, t, || {
+                    if stem {
+                        blk.run_nchw(x, xs, y, Some(res), true)
+                    } else {
+                        blk.run(x, xs, y, Some(res), true)
+                    }
+                });
+                let cell = match &conv {
+                    Some(c) => {
+                        let to = best(reps, t, || c.run(&xo, xs, &mut yo, Some(&reso), true));
+                        format!("{:.0} ({:.0})", flops / tb / 1e9, flops / to / 1e9)
+                    }
+                    None => format!("{:.1}", flops / tb / 1e9),
+                };
+                line += &format!(" {cell:>15}");
+            }
+        }
+        println!("{line}");
+    }
+}

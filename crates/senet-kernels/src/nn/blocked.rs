@@ -1,0 +1,687 @@
+//! Channel-blocked activations (`Blk16`, oneDNN's nChw16c) and the ops that run on them,
+//! so that a whole forward pass can stay blocked from the stem to the head.
+//!
+//! **Layout `Blk16`** of a logical [N, C, H, W] tensor: `[N][⌈C/16⌉][H][W][16]`, i.e.
+//! element (n, c, h, w) at `(((n·CB + c/16)·H + h)·W + w)·16 + c%16`, CB = ⌈C/16⌉.
+//! The 16 channels of a pixel are one AVX-512 vector, so per-channel work (bias, SE
+//! gates, squeeze sums) vectorizes with no shuffles. **Invariant:** the padding lanes
+//! (channels C..16·CB) hold zeros. [`nchw_to_blk16`] writes them, every op here keeps
+//! them zero (given zero-padded inputs), and [`ConvBlk`] relies on it (its padded
+//! weights are zero, and 0·NaN would not be).
+//!
+//! - [`ConvBlk`]: direct convolution (weights prepacked once to
+//!   `[Cout/16][Cin/16][kh][kw][16 ci][16 co]`), bias + residual + ReLU fused.
+//! - [`nchw_to_blk16`], [`blk16_to_nchw`]: the two conversions at the ends of a network.
+//! - `blocked_ops.rs`: max pool, global average pool, add(+ReLU), the SE block.
+//!
+//! All ops run on the crate pool and are bitwise deterministic for any thread count.
+//!
+//! **Alignment:** hand these ops 64-byte-aligned buffers where you can (a Blk16 pixel
+//! is one cache line; unaligned outputs make every store a split store: ~10% on 1×1
+//! layers with 56×56 maps). Packed weights and scratch are aligned internally. Any
+//! alignment is correct.
+
+use super::{for_each_task, SyncPtr};
+use crate::simd::{self, SimdLevel};
+use crate::Shape4;
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+#[path = "blocked_kernel.rs"]
+mod kernel;
+#[path = "blocked_ops.rs"]
+mod ops;
+
+pub use ops::{add_relu_blk16, global_avg_pool_blk16, max_pool2d_blk16, se_block_blk16, se_scale_blk16, squeeze_blk16};
+
+use kernel::{block_counts, kernels, kernels_rows2, Tile};
+
+/// Channels per block.
+pub const BLK: usize = 16;
+
+/// Number of 16-channel blocks holding `c` channels.
+pub fn blocks(c: usize) -> usize {
+    c.div_ceil(BLK)
+}
+
+/// Length in floats of a Blk16 tensor of logical shape `s` (channels padded to 16).
+pub fn blk16_len(s: Shape4) -> usize {
+    s.n * blocks(s.c) * s.h * s.w * BLK
+}
+
+/// NCHW → Blk16. `x` has `s.len()` floats, `y` [`blk16_len`]`(s)`; padding lanes are
+/// written as zeros. Parallel over (image, block).
+///
+/// # Panics
+/// When a length does not match the shape.
+pub fn nchw_to_blk16(x: &[f32], s: Shape4, y: &mut [f32]) {
+    assert_eq!(Some(x.len()), s.len(), "nchw_to_blk16: input length");
+    assert_eq!(y.len(), blk16_len(s), "nchw_to_blk16: output length");
+    let (cb, hw) = (blocks(s.c), s.hw());
+    let yp = SyncPtr(y.as_mut_ptr());
+    for_each_task(s.n * cb, y.len() >= crate::pool::PAR_GRAIN, |t| {
+        let (n, b) = (t / cb, t % cb);
+        let c0 = b * BLK;
+        let nc = BLK.min(s.c - c0);
+        // SAFETY: block (n, b) of y (hw·16 floats at t·hw·16) belongs to task t only.
+        let yb = unsafe { std::slice::from_raw_parts_mut(yp.get().add(t * hw * BLK), hw * BLK) };
+        let xb = &x[(n * s.c + c0) * hw..(n * s.c + c0 + nc) * hw];
+        // 16 pixels at a time: 16 planes' short runs in, one contiguous 1 KB run out.
+        for p0 in (0..hw).step_by(BLK) {
+            let p1 = (p0 + BLK).min(hw);
+            let out = &mut yb[p0 * BLK..p1 * BLK];
+            for (p, o) in (p0..p1).zip(out.chunks_exact_mut(BLK)) {
+                for l in 0..nc {
+                    o[l] = xb[l * hw + p];
+                }
+                o[nc..].fill(0.0);
+            }
+        }
+    });
+}
+
+/// Blk16 → NCHW (padding lanes dropped). `x` has [`blk16_len`]`(s)` floats, `y`
+/// `s.len()`. Parallel over (image, block).
+///
+/// # Panics
+/// When a length does not match the shape.
+pub fn blk16_to_nchw(x: &[f32], s: Shape4, y: &mut [f32]) {
+    assert_eq!(x.len(), blk16_len(s), "blk16_to_nchw: input length");
+    assert_eq!(Some(y.len()), s.len(), "blk16_to_nchw: output length");
+    let (cb, hw) = (blocks(s.c), s.hw());
+    let yp = SyncPtr(y.as_mut_ptr());
+    for_each_task(s.n * cb, x.len() >= crate::pool::PAR_GRAIN, |t| {
+        let (n, b) = (t / cb, t % cb);
+        let c0 = b * BLK;
+        let nc = BLK.min(s.c - c0);
+        // SAFETY: planes c0..c0+nc of image n (contiguous in y) belong to task t only.
+        let yb = unsafe { std::slice::from_raw_parts_mut(yp.get().add((n * s.c + c0) * hw), nc * hw) };
+        let xb = &x[t * hw * BLK..(t + 1) * hw * BLK];
+        for p0 in (0..hw).step_by(BLK) {
+            let p1 = (p0 + BLK).min(hw);
+            for l in 0..nc {
+                for p in p0..p1 {
+                    yb[l * hw + p] = xb[p * BLK + l];
+                }
+            }
+        }
+    });
+}
+
+/// A convolution on Blk16 activations with folded-BatchNorm bias, optional residual and
+/// ReLU: `y = act(conv(x, weight) + bias [+ residual])`.
+///
+/// Built once per layer from PyTorch weights. Dense convolutions pack weights as
+/// `[Cout/16][Cin/16][kh][kw][16 ci][16 co]` (zero padded). Grouped ones become
+/// block-diagonal: output block `ob` stores (and reads) only the input blocks that hold
+/// its groups' channels (one 16×16 block for ResNeXt's 4/8/16 channels per group, the
+/// group's own blocks when it has multiples of 16). Convolutions with fewer than 16
+/// input channels (the stem) pack `[Cout/16][kh][kw][cin][16 co]` so no lane is wasted,
+/// and can read NCHW input directly ([`ConvBlk::run_nchw`]).
+///
+/// The kernel (`blocked_kernel.rs`) keeps a tile of RW pixels of one output row × NB
+/// output blocks in registers (AVX-512: up to 14 px × 2 blocks, 8 × 3 on rows ≤ 8 px,
+/// 24 × 1 for grouped layers; AVX2: 6 px × 1 block of 2 ymm; scalar 4 × 16), reduces
+/// over input blocks, ky, kx, channel, and applies bias/residual/ReLU before the one
+/// store. Left/right padding is materialized in a per-call copy of the input with zero
+/// columns (top/bottom padding just narrows ky), so the hot loop has no border branch.
+/// 1×1/1 layers tile the flattened h·w pixels; strided 1×1 layers run on a subsampled
+/// copy. Weights for NB > 1 are interleaved per tile group on first use.
+///
+/// Determinism: every output is reduced in the fixed order (input block, ky, kx,
+/// channel) by one task; tiling, loop order and thread count only change speed.
+pub struct ConvBlk {
+    cin: usize,
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+    /// Input channels per block: 16, or `cin` when `cin < 16` (dense only).
+    cpb: usize,
+    /// Per output block: first input block read and how many.
+    ib0: Vec<usize>,
+    nib: Vec<usize>,
+    /// Per output block: offset of its weights in `w`.
+    woff: Vec<usize>,
+    /// Every output block reads the same input blocks (dense): tiles may span several
+    /// output blocks and share the input broadcasts.
+    uniform: bool,
+    /// Weights per output block, `[cb][kh][kw][cpb][16]` at `woff[ob]`.
+    w: Aligned,
+    /// Dense only: the same weights interleaved for tiles of NB = index output blocks
+    /// (`[cb][kh][kw][cpb][NB·16]` per group, see [`block_groups`]), built on first use.
+    inter: [OnceLock<Aligned>; 4],
+    /// `16·⌈cout/16⌉` values, zero padded.
+    bias: Aligned,
+}
+
+/// A zeroed float buffer whose first element is 64-byte aligned (one cache line, one
+/// zmm), so that no vector load of packed weights straddles two lines: `Vec<f32>` only
+/// promises 4 bytes, and glibc's large blocks start 16 bytes past a page boundary, which
+/// made every weight load a split load.
+struct Aligned {
+    v: Vec<f32>,
+    off: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn zeroed(len: usize) -> Aligned {
+        let v = vec![0.0f32; len + 15];
+        let off = aligned_offset(&v);
+        Aligned { v, off, len }
+    }
+    fn as_slice(&self) -> &[f32] {
+        &self.v[self.off..self.off + self.len]
+    }
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.v[self.off..self.off + self.len]
+    }
+}
+
+/// Index of the first 64-byte-aligned element of `v` (< 16 when v has ≥ 16 elements).
+fn aligned_offset(v: &[f32]) -> usize {
+    let addr = v.as_ptr() as usize;
+    (addr.wrapping_neg() % 64) / 4
+}
+
+/// The thread's scratch buffer with at least `need` floats from a 64-byte-aligned start:
+/// `f(scratch)`. A nested call on this thread (none today) would find the buffer
+/// borrowed: it then gets a fresh allocation rather than a panic.
+fn with_scratch<R>(need: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    PADDED.with(|buf| {
+        let mut own = Vec::new();
+        let mut guard = buf.try_borrow_mut();
+        let dst: &mut Vec<f32> = match guard.as_deref_mut() {
+            Ok(b) => b,
+            Err(_) => &mut own,
+        };
+        if dst.len() < need + 16 {
+            dst.resize(need + 16, 0.0);
+        }
+        let off = aligned_offset(dst);
+        f(&mut dst[off..off + need])
+    })
+}
+
+/// Measurement overrides, read once from the environment: `SENET_BLK_NB=1|2|3` forces
+/// the output blocks per tile of dense layers, `SENET_BLK_ROWS2=0` disables two-row
+/// tiles. They change speed only, never results.
+struct Tunables {
+    nb: Option<usize>,
+    rows2: bool,
+}
+
+fn tunables() -> &'static Tunables {
+    static T: OnceLock<Tunables> = OnceLock::new();
+    T.get_or_init(|| Tunables {
+        nb: std::env::var("SENET_BLK_NB").ok().and_then(|v| v.parse().ok()),
+        rows2: std::env::var("SENET_BLK_ROWS2").map_or(true, |v| v != "0"),
+    })
+}
+
+/// Splits `cob` output blocks into tile groups (first block, count): greedily the
+/// widest count ≤ `nb` among `counts` (widest first) that still fits.
+fn block_groups(cob: usize, nb: usize, counts: &[usize]) -> Vec<(usize, usize)> {
+    let mut groups = Vec::new();
+    let mut ob = 0;
+    while ob < cob {
+        let g = *counts.iter().find(|&&c| c <= nb && c <= cob - ob).unwrap_or(&1);
+        groups.push((ob, g));
+        ob += g;
+    }
+    groups
+}
+
+/// Input floats between consecutive output pixels of a row.
+fn view_px(v: &XView, stride: usize) -> usize {
+    v.col * stride
+}
+
+thread_local! {
+    /// The column-padded input copy of the calling thread (reused across calls).
+    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How `run` addresses its input after the optional padding copy.
+#[derive(Clone, Copy)]
+struct XView {
+    p: *const f32,
+    /// Floats per image, per input block, per input row, per column, per channel.
+    img: usize,
+    cb: usize,
+    row: usize,
+    col: usize,
+    ci: usize,
+}
+
+impl ConvBlk {
+    /// Packs `weight` [cout, cin/groups, kh, kw] (PyTorch order) and `bias` `[cout]`.
+    ///
+    /// # Panics
+    /// On inconsistent hyper-parameters: a zero size, stride or group count, channels
+    /// not divisible by `groups`, or a buffer of the wrong length.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        weight: &[f32],
+        bias: &[f32],
+        cin: usize,
+        cout: usize,
+        kh: usize,
+        kw: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+    ) -> ConvBlk {
+        assert!(cin > 0 && cout > 0 && kh > 0 && kw > 0 && stride > 0 && groups > 0, "conv_blk: zero size");
+        assert!(cin.is_multiple_of(groups) && cout.is_multiple_of(groups), "conv_blk: channels not divisible by groups");
+        let (cin_g, cout_g) = (cin / groups, cout / groups);
+        assert_eq!(weight.len(), cout * cin_g * kh * kw, "conv_blk: weight length");
+        assert_eq!(bias.len(), cout, "conv_blk: bias length");
+        let cpb = if groups == 1 && cin < BLK { cin } else { BLK };
+        let cob = blocks(cout);
+        let (mut ib0, mut nib, mut woff) = (Vec::new(), Vec::new(), Vec::new());
+        let per_block = kh * kw * cpb * BLK;
+        let mut total = 0;
+        for ob in 0..cob {
+            // Groups of this block's output channels, and the input blocks they read.
+            let (o0, o1) = (ob * BLK, (ob * BLK + BLK).min(cout) - 1);
+            let (g0, g1) = (o0 / cout_g, o1 / cout_g);
+            let (i0, i1) = (g0 * cin_g, (g1 + 1) * cin_g - 1);
+            let (b0, b1) = (i0 / cpb, i1 / cpb);
+            ib0.push(b0);
+            nib.push(b1 - b0 + 1);
+            woff.push(total);
+            total += (b1 - b0 + 1) * per_block;
+        }
+        let mut wa = Aligned::zeroed(total);
+        let w = wa.as_mut_slice();
+        for ob in 0..cob {
+            for lb in 0..nib[ob] {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        for ci in 0..cpb {
+                            let i = (ib0[ob] + lb) * cpb + ci;
+                            for co in 0..BLK {
+                                let o = ob * BLK + co;
+                                if o >= cout || i >= cin || i / cin_g != o / cout_g {
+                                    continue;
+                                }
+                                let il = i - (o / cout_g) * cin_g;
+                                w[woff[ob] + (((lb * kh + ky) * kw + kx) * cpb + ci) * BLK + co] =
+                                    weight[((o * cin_g + il) * kh + ky) * kw + kx];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let uniform = ib0.iter().all(|&b| b == ib0[0]) && nib.iter().all(|&b| b == nib[0]);
+        let mut b = Aligned::zeroed(cob * BLK);
+        b.as_mut_slice()[..cout].copy_from_slice(bias);
+        ConvBlk { cin, cout, kh, kw, stride, pad, groups, cpb, ib0, nib, woff, uniform, w: wa, inter: Default::default(), bias: b }
+    }
+
+    /// Input channels.
+    pub fn cin(&self) -> usize {
+        self.cin
+    }
+
+    /// Output channels.
+    pub fn cout(&self) -> usize {
+        self.cout
+    }
+
+    /// `k×k/stride pad g=groups`, for profiles and messages.
+    pub fn describe(&self) -> String {
+        format!("{}x{}/{} p{} g{} blk16", self.kh, self.kw, self.stride, self.pad, self.groups)
+    }
+
+    /// Output height and width for an h×w input (`floor((h + 2·pad − kh)/stride) + 1`);
+    /// None when the padded input is smaller than the kernel.
+    pub fn output_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let oh = (h + 2 * self.pad).checked_sub(self.kh)? / self.stride + 1;
+        let ow = (w + 2 * self.pad).checked_sub(self.kw)? / self.stride + 1;
+        Some((oh, ow))
+    }
+
+    /// Runs on `x` in Blk16 layout (logical shape `xs`, `xs.c == cin`, padding lanes
+    /// zero) into `y` in Blk16 layout [n, cout, oh, ow] ([`ConvBlk::output_hw`]).
+    /// `residual`, when given, has y's layout and is added before the ReLU. Every
+    /// element of `y` is written (padding lanes get zeros, given a residual with zero
+    /// padding lanes); `y` is not read. Bitwise the same for any thread count.
+    ///
+    /// # Panics
+    /// When `xs.c != cin`, the output size is undefined, or a length does not match.
+    pub fn run(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool) {
+        assert_eq!(xs.c, self.cin, "conv_blk: input channels");
+        assert_eq!(x.len(), blk16_len(xs), "conv_blk: input length");
+        let (h, w) = (xs.h, xs.w);
+        let cb = blocks(xs.c);
+        // In Blk16, a narrow (cpb < 16) input still occupies one 16-lane block.
+        let view = XView { p: x.as_ptr(), img: cb * h * w * BLK, cb: h * w * BLK, row: w * BLK, col: BLK, ci: 1 };
+        if self.kh == 1 && self.kw == 1 && self.pad == 0 && self.stride > 1 {
+            return self.run_subsampled(x, xs, y, residual, relu);
+        }
+        self.exec(view, x, xs, BLK, cb, y, residual, relu);
+    }
+
+    /// A strided 1×1 convolution (the downsample shortcut) is a 1×1/1 convolution of
+    /// the subsampled input: copy every stride-th pixel once (a small pass: 1/s² of the
+    /// input), then run the flat path, whose tiles span rows (49 pixels of a 7×7 map in
+    /// 4 tiles of 12–13 pixels × 2 blocks instead of 7 tiles of 7 × 3 blocks: fewer weight
+    /// reloads from L2).
+    fn run_subsampled(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool) {
+        let (oh, ow) = self.output_hw(xs.h, xs.w).expect("conv_blk: input smaller than the kernel");
+        let ylen = xs.n * blocks(self.cout) * oh * ow * BLK;
+        assert_eq!(y.len(), ylen, "conv_blk: output length");
+        if let Some(r) = residual {
+            assert_eq!(r.len(), ylen, "conv_blk: residual length");
+        }
+        if ylen == 0 {
+            return;
+        }
+        let (h, w, s) = (xs.h, xs.w, self.stride);
+        let cb = blocks(xs.c);
+        let rows = xs.n * cb * oh;
+        let need = rows * ow * BLK;
+        with_scratch(need, |dst| {
+            let dp = SyncPtr(dst.as_mut_ptr());
+            for_each_task(rows.div_ceil(64), need >= crate::pool::PAR_GRAIN, |t| {
+                for r in t * 64..(t * 64 + 64).min(rows) {
+                    let (plane, oy) = (r / oh, r % oh);
+                    let src = &x[(plane * h + oy * s) * w * BLK..];
+                    // SAFETY: output row r of the copy belongs to this task only.
+                    let d = unsafe { std::slice::from_raw_parts_mut(dp.get().add(r * ow * BLK), ow * BLK) };
+                    for ox in 0..ow {
+                        d[ox * BLK..(ox + 1) * BLK].copy_from_slice(&src[ox * s * BLK..ox * s * BLK + BLK]);
+                    }
+                }
+            });
+            let sub = Shape4::new(xs.n, xs.c, oh, ow);
+            let v = XView { p: dst.as_ptr(), img: cb * oh * ow * BLK, cb: oh * ow * BLK, row: ow * BLK, col: BLK, ci: 1 };
+            self.exec_view(simd::level(), v, sub, 1, false, oh, ow, y, residual, relu);
+        });
+    }
+
+    /// Like [`ConvBlk::run`] but reads NCHW input `x` (shape `xs`); for convolutions
+    /// with fewer than 16 input channels and one group (the stem), which then read the
+    /// `cin` planes directly: no channel padding, no conversion pass. Output is Blk16.
+    ///
+    /// # Panics
+    /// When `cin ≥ 16` or groups > 1, and as [`ConvBlk::run`].
+    pub fn run_nchw(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool) {
+        assert!(self.cpb < BLK, "conv_blk: NCHW input only for < 16 input channels, one group");
+        assert_eq!(xs.c, self.cin, "conv_blk: input channels");
+        assert_eq!(Some(x.len()), xs.len(), "conv_blk: input length");
+        let (h, w, c) = (xs.h, xs.w, xs.c);
+        let view = XView { p: x.as_ptr(), img: c * h * w, cb: 0, row: w, col: 1, ci: h * w };
+        self.exec(view, x, xs, 1, c, y, residual, relu);
+    }
+
+    /// The shared driver. `x` holds per image `ppi` planes of h×w pixels of `e` floats
+    /// (Blk16: ⌈c/16⌉ planes of 16-float pixels; NCHW: c planes of 1 float), `view`
+    /// addresses it. When `pad > 0` the input is first copied with `pad` zero columns on
+    /// the left and zeros on the right, and in two-row mode also `pad` zero rows on top
+    /// and zeros below (then every kernel row is valid for every output row).
+    #[allow(clippy::too_many_arguments)]
+    fn exec(&self, view: XView, x: &[f32], xs: Shape4, e: usize, ppi: usize, y: &mut [f32], residual: Option<&[f32]>, relu: bool) {
+        let (oh, ow) = self.output_hw(xs.h, xs.w).expect("conv_blk: input smaller than the kernel");
+        let cob = blocks(self.cout);
+        let ylen = xs.n * cob * oh * ow * BLK;
+        assert_eq!(y.len(), ylen, "conv_blk: output length");
+        if let Some(r) = residual {
+            assert_eq!(r.len(), ylen, "conv_blk: residual length");
+        }
+        if ylen == 0 {
+            return;
+        }
+        let level = simd::level();
+        let (s, pad) = (self.stride, self.pad);
+        if pad == 0 {
+            self.exec_view(level, view, xs, s, false, oh, ow, y, residual, relu);
+            return;
+        }
+        let rows2 = self.rows2(level, oh, ow, e);
+        let (h, w) = (xs.h, xs.w);
+        // Columns (rows) the kernel may touch, in padded coordinates: 0 ..= (ow−1)·s + kw − 1.
+        let wp = (pad + w).max((ow - 1) * s + self.kw);
+        let (top, hp) = if rows2 { (pad, (pad + h).max((oh - 1) * s + self.kh)) } else { (0, h) };
+        let planes = xs.n * ppi;
+        let need = planes * hp * wp * e;
+        with_scratch(need, |dst| {
+            let rows = planes * hp;
+            let dp = SyncPtr(dst.as_mut_ptr());
+            const ROWS_PER_TASK: usize = 64;
+            for_each_task(rows.div_ceil(ROWS_PER_TASK), need >= crate::pool::PAR_GRAIN, |t| {
+                for r in t * ROWS_PER_TASK..(t * ROWS_PER_TASK + ROWS_PER_TASK).min(rows) {
+                    // SAFETY: padded row r (wp·e floats at r·wp·e < need) belongs to
+                    // this task only.
+                    let d = unsafe { std::slice::from_raw_parts_mut(dp.get().add(r * wp * e), wp * e) };
+                    let (plane, yy) = (r / hp, r % hp);
+                    if yy < top || yy - top >= h {
+                        d.fill(0.0);
+                        continue;
+                    }
+                    let src = &x[((plane * h) + yy - top) * w * e..][..w * e];
+                    d[..pad * e].fill(0.0);
+                    d[pad * e..(pad + w) * e].copy_from_slice(src);
+                    d[(pad + w) * e..].fill(0.0);
+                }
+            });
+            let plane = hp * wp * e;
+            let v = XView {
+                p: dst.as_ptr(),
+                img: ppi * plane,
+                cb: if e == BLK { plane } else { 0 },
+                row: wp * e,
+                col: e,
+                ci: if e == BLK { 1 } else { hp * wp },
+            };
+            self.exec_view(level, v, xs, s, rows2, oh, ow, y, residual, relu);
+        });
+    }
+
+    /// Whether tiles span two output rows: dense layers with short rows (≤ 8 output
+    /// columns, i.e. the 7×7 maps), padded, on a level with two-row kernels. Two rows
+    /// × 7 pixels × 2 blocks doubles the FMAs per weight load of a one-row 7 × 3 tile,
+    /// and these layers' weights stream from L2. Costs the FMAs on padded rows (2 of 21
+    /// kernel rows on a 7×7 map).
+    fn rows2(&self, level: SimdLevel, oh: usize, ow: usize, e: usize) -> bool {
+        self.uniform && self.pad > 0 && ow <= 8 && oh >= 2 && kernels_rows2(level, e * self.stride, self.cpb).is_some()
+            && tunables().rows2
+    }
+
+    /// The weights interleaved for tiles of `nb` output blocks (dense convolutions).
+    /// A group of g blocks starting at `ob0` sits where the per-block layout has block
+    /// ob0 (all blocks have the same size), as `[cb][kh][kw][cpb][g][16]`.
+    fn interleaved(&self, nb: usize, counts: &[usize]) -> &[f32] {
+        self.inter[nb].get_or_init(|| {
+            let per_block = self.kh * self.kw * self.cpb * BLK;
+            // Rows of 16 weights per block: (cb, ky, kx, ci).
+            let steps = self.nib[0] * per_block / BLK;
+            let w = self.w.as_slice();
+            let mut buf = Aligned::zeroed(w.len());
+            let out = buf.as_mut_slice();
+            for (ob0, g) in block_groups(blocks(self.cout), nb, counts) {
+                let base = self.woff[ob0];
+                for r in 0..steps {
+                    for b in 0..g {
+                        let src = &w[self.woff[ob0 + b] + r * BLK..][..BLK];
+                        out[base + (r * g + b) * BLK..][..BLK].copy_from_slice(src);
+                    }
+                }
+            }
+            buf
+        })
+        .as_slice()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    /// Runs the tiles on input view `v` (logical shape `xs`) with stride `s` (the layer's,
+    /// or 1 on a pre-subsampled input).
+    /// `rows2`: the view is padded vertically too (see [`ConvBlk::exec`]) and tiles span
+    /// two output rows.
+    fn exec_view(&self, level: SimdLevel, v: XView, xs: Shape4, s: usize, rows2: bool, oh: usize, ow: usize, y: &mut [f32], residual: Option<&[f32]>, relu: bool) {
+        let cob = blocks(self.cout);
+        // A 1×1/1 unpadded convolution is a product over pixels: treat each image as
+        // one row of h·w pixels so that tiles never break at row ends.
+        let flat = self.kh == 1 && self.kw == 1 && s == 1 && self.pad == 0;
+        let (eoh, eow) = if flat { (1, oh * ow) } else { (oh, ow) };
+        // Output blocks per tile: the widest the ISA has, unless rows are short (then
+        // more blocks per tile fill the registers) or weights are block-diagonal.
+        let counts = block_counts(level);
+        let want_nb = if !self.uniform {
+            1
+        } else if rows2 {
+            2
+        } else if let Some(nb) = tunables().nb {
+            nb
+        } else if eow <= 8 {
+            3
+        } else {
+            2
+        };
+        let want_nb = *counts.iter().find(|&&c| c <= want_nb.max(1)).unwrap_or(&1);
+        let groups = block_groups(cob, want_nb, counts);
+        let wpack: &[f32] = if want_nb == 1 { self.w.as_slice() } else { self.interleaved(want_nb, counts) };
+        // Tiles of a row: eow split evenly into pieces no wider than every group's
+        // widest kernel (the same tiling for all groups, so tile-outer order works).
+        let px = if flat { view_px(&v, 1) } else { view_px(&v, s) };
+        let mut rw_max = groups.iter().map(|&(_, nb)| kernels(level, nb, px, self.cpb).len()).min().unwrap_or(1);
+        let fns2 = if rows2 { kernels_rows2(level, px, self.cpb) } else { None };
+        if let Some(f) = fns2 {
+            rw_max = rw_max.min(f.len());
+        }
+        let ntile = eow.div_ceil(rw_max);
+        // Work items: (row, tile), or (row pair, tile) in two-row mode.
+        let rows_per_item = if rows2 { 2 } else { 1 };
+        let items = eoh.div_ceil(rows_per_item) * ntile;
+        let ng = groups.len();
+        let threads = crate::pool::num_threads();
+        // Loop order. Output-block groups share the input, images share the weights:
+        // - tile-outer when the weights stay in L2 (≤ 1 MiB) and an image's input is at
+        //   least its output: per tile of pixels, every group, so the input is read
+        //   from memory once and the weights from L2 (measured: 1×1 256→64 and 3×3 64
+        //   at 56×56; worse for 64→256, whose many output streams then interleave);
+        // - else group-outer keeps a group's weights in L2 across images but reads each
+        //   image's input once per group, image-outer the reverse: pick the one that
+        //   moves fewer bytes from beyond L2 (floats; 256 Ki floats = 1 MiB of L2).
+        // A thread runs consecutive tasks (rayon splits the range in halves), so the
+        // outer index is what stays in its cache. Only speed depends on the order.
+        const L2_FLOATS: usize = 1 << 18;
+        let (x_all, w_all) = (xs.n * v.img, wpack.len());
+        let y_img = cob * oh * ow * BLK;
+        let tile_outer = ng > 1 && w_all <= L2_FLOATS && v.img >= y_img;
+        let group_outer_cost = w_all + if x_all <= L2_FLOATS { x_all } else { ng * x_all };
+        let image_outer_cost = x_all + if w_all <= L2_FLOATS { w_all } else { xs.n * w_all };
+        let image_outer = xs.n > 1 && image_outer_cost < group_outer_cost;
+        let units = if tile_outer { xs.n } else { ng * xs.n };
+        let chunks = (4 * threads).div_ceil(units).clamp(1, items.max(1));
+        let per = items.div_ceil(chunks);
+        let tasks = units * chunks;
+        let y_ob = oh * ow * BLK;
+        let yp = SyncPtr(y.as_mut_ptr());
+        let rp = SyncPtr(residual.map_or(std::ptr::null(), |r| r.as_ptr()) as *mut f32);
+        let xp = SyncPtr(v.p as *mut f32);
+        let per_block = self.kh * self.kw * self.cpb * BLK;
+        let (base, extra) = (eow / ntile, eow % ntile);
+        // One tile: rows oy..oy+rh (rh = 2 only with two-row kernels), pixels of tile ti,
+        // image n, output-block group gi.
+        let run_rows = |n: usize, gi: usize, oy: usize, ti: usize, rh: usize| {
+            let (ob0, nb) = groups[gi];
+            // Even split: the first eow % ntile tiles get one extra pixel.
+            let x0 = ti * base + ti.min(extra);
+            let rw = base + usize::from(ti < extra);
+            let (ky0, ky1) = if flat || rows2 {
+                (0, self.kh) // every kernel row valid (the view holds the padding rows)
+            } else {
+                let top = oy * s;
+                let ky0 = self.pad.saturating_sub(top).min(self.kh);
+                let ky1 = (xs.h + self.pad).saturating_sub(top).min(self.kh);
+                (ky0, ky1.max(ky0))
+            };
+            let out_off = n * y_img + ob0 * y_ob + (oy * eow + x0) * BLK;
+            let xoff = if flat {
+                x0 * v.col
+            } else if rows2 {
+                oy * s * v.row + x0 * s * v.col
+            } else if ky1 == ky0 {
+                0 // no valid kernel row (padding wider than k/2): x is never read
+            } else {
+                // Input row of ky0, column of the first pixel's kx = 0 (padded coords).
+                (oy * s + ky0 - self.pad) * v.row + x0 * s * v.col
+            };
+            let tile = Tile {
+                // SAFETY (pointer arithmetic): every offset stays inside its buffer: rows
+                // iy = oy·s + ky − pad ∈ [0, h) for ky ∈ [ky0, ky1) (padded view: rows
+                // < hp), padded columns < wp, input blocks < cb, weights of groups < cob,
+                // outputs < y.len().
+                x: unsafe { xp.get().add(n * v.img + self.ib0[ob0] * v.cb + xoff) },
+                w: unsafe { wpack.as_ptr().add(self.woff[ob0] + ky0 * self.kw * self.cpb * BLK * nb) },
+                bias: unsafe { self.bias.as_slice().as_ptr().add(ob0 * BLK) },
+                res: if rp.get().is_null() { std::ptr::null() } else { unsafe { rp.get().add(out_off) } },
+                y: unsafe { yp.get().add(out_off) },
+                ncb: self.nib[ob0],
+                cpb: self.cpb,
+                nky: ky1 - ky0,
+                kw: self.kw,
+                x_cb: v.cb,
+                x_row: v.row,
+                x_col: v.col,
+                x_ci: v.ci,
+                x_px: px,
+                w_cb: per_block * nb,
+                w_ky: self.kw * self.cpb * BLK * nb,
+                y_ob,
+                x_orow: s * v.row,
+                y_orow: eow * BLK,
+                relu,
+            };
+            let f = match fns2 {
+                Some(f2) if rh == 2 => f2,
+                _ => kernels(level, nb, px, self.cpb),
+            };
+            // SAFETY: the kernel reads only inside x, w, bias, res (see above) and writes
+            // pixels x0..x0+rw of rows oy..oy+rh of blocks ob0..ob0+nb of image n; every
+            // (image, group, item) belongs to exactly one task, so no two tasks write the
+            // same output. The kernels are those of `level = simd::level()`.
+            unsafe { f[rw - 1](&tile) };
+        };
+        let run_tile = |n: usize, gi: usize, item: usize| {
+            let (r, ti) = (item / ntile, item % ntile);
+            if rows2 {
+                let oy = 2 * r;
+                if oy + 1 < eoh && groups[gi].1 == 2 {
+                    run_rows(n, gi, oy, ti, 2);
+                } else {
+                    for o in oy..(oy + 2).min(eoh) {
+                        run_rows(n, gi, o, ti, 1);
+                    }
+                }
+            } else {
+                run_rows(n, gi, r, ti, 1);
+            }
+        };
+        let flops = xs.n * cob * oh * ow * self.nib[0] * per_block;
+        for_each_task(tasks, flops >= (1 << 18), |t| {
+            let ch = t % chunks;
+            let range = ch * per..((ch + 1) * per).min(items);
+            if tile_outer {
+                let n = t / chunks;
+                for item in range {
+                    for gi in 0..ng {
+                        run_tile(n, gi, item);
+                    }
+                }
+            } else {
+                let (gi, n) = if image_outer { ((t / chunks) % ng, t / (chunks * ng)) } else { (t / (chunks * xs.n), (t / chunks) % xs.n) };
+                for item in range {
+                    run_tile(n, gi, item);
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,229 @@
+//! The direct-convolution microkernel of [`super::ConvBlk`]: one generic body, compiled
+//! per ISA and per register tile (RH output rows × RW output pixels × NV output-channel
+//! vectors).
+//!
+//! A tile call computes, for RW output pixels of one output row (of two rows, RH = 2)
+//! and NB 16-channel output blocks, `y = act(Σ_{cb, ky, kx, ci} x · w + bias [+ res])`. The accumulators live in
+//! registers for the whole reduction: per input channel it loads the NB·16 weights once
+//! (NV vectors) and broadcasts one input scalar per pixel into RW·NV FMAs. Borders are
+//! not the kernel's business: the caller restricts ky to the valid rows (or pads rows
+//! too, for two-row tiles) and hands it an input whose columns are zero padded, so the
+//! hot loop has no branch.
+//!
+//! Determinism: each output is accumulated in the fixed order (cb, ky, kx, ci) whatever
+//! the tile it belongs to, so tiling and threading never change a result bit.
+
+use crate::simd::SimdLevel;
+use crate::vec::Vf32;
+
+/// Operands of one tile call. Every stride is in floats.
+#[derive(Clone, Copy)]
+pub(super) struct Tile {
+    /// Input at (first input block, first valid ky row, first pixel's first column).
+    pub x: *const f32,
+    /// Weights at (first input block, first valid ky, kx 0, ci 0) of the tile's output
+    /// blocks, interleaved: `[cb][ky][kx][cpb][NB·16]`, so the NB·16 weights of one
+    /// input channel are one contiguous run (one prefetch stream, no 4 KiB aliasing
+    /// between blocks).
+    pub w: *const f32,
+    /// 16·NB bias values of the tile's output blocks.
+    pub bias: *const f32,
+    /// Residual at the tile's first output (same layout as y), or null.
+    pub res: *const f32,
+    /// Output at the tile's first output (Blk16: block stride `y_ob`, pixel stride 16).
+    pub y: *mut f32,
+    /// Input blocks, channels per block, valid kernel rows, kernel columns.
+    pub ncb: usize,
+    pub cpb: usize,
+    pub nky: usize,
+    pub kw: usize,
+    /// Input strides: per block, per kernel row, per kernel column, per channel, per
+    /// output pixel.
+    pub x_cb: usize,
+    pub x_row: usize,
+    pub x_col: usize,
+    pub x_ci: usize,
+    pub x_px: usize,
+    /// Weight strides: per input block, per kernel row.
+    pub w_cb: usize,
+    pub w_ky: usize,
+    /// Output (and residual) stride per output block.
+    pub y_ob: usize,
+    /// Two-row tiles only: input floats between the tile's two output rows (stride ×
+    /// input row), and output floats between them.
+    pub x_orow: usize,
+    pub y_orow: usize,
+    pub relu: bool,
+}
+
+/// A compiled tile kernel.
+///
+/// # Safety
+/// Every address the [`Tile`] strides describe must be readable (x, w, bias, res) or
+/// writable (y), the ISA must be supported by the CPU (guaranteed by [`kernels`], which
+/// only hands out the kernels of `simd::level()`), and no other thread may write the
+/// tile's outputs meanwhile.
+pub(super) type TileFn = unsafe fn(&Tile);
+
+/// Output pixels × output-channel vectors of one tile, all in registers: RH output
+/// rows (input rows `x_orow` apart, output rows `y_orow` apart) × RW pixels × NV vectors.
+/// `PX` is the input pixel stride when known at compile time (0: use `t.x_px`): with a
+/// constant stride every broadcast address is base + immediate, which saves the integer
+/// instructions that otherwise crowd the 4-wide front end (~15% on the 14×2 tile).
+#[inline(always)]
+unsafe fn tile_k<V: Vf32, const RH: usize, const RW: usize, const NV: usize, const PX: usize>(t: &Tile) {
+    let x_px = if PX == 0 { t.x_px } else { PX };
+    // Constant-stride tables are only used for full 16-channel input blocks; a constant
+    // trip count lets the channel loop unroll (no loop-exit mispredict every 16 steps).
+    let cpb = if PX == 0 { t.cpb } else { 16 };
+    // Vectors per 16-channel block (1 zmm, 2 ymm, 16 scalars).
+    let vpb = 16 / V::LANES;
+    let mut acc = [[[V::zero(); NV]; RW]; RH];
+    let (kw, nky) = (t.kw, t.nky);
+    for cb in 0..t.ncb {
+        for ky in 0..nky {
+            let xr = t.x.add(cb * t.x_cb + ky * t.x_row);
+            let wr = t.w.add(cb * t.w_cb + ky * t.w_ky);
+            for kx in 0..kw {
+                let xk = xr.add(kx * t.x_col);
+                let wk = wr.add(kx * cpb * NV * V::LANES);
+                for ci in 0..cpb {
+                    let wc = wk.add(ci * NV * V::LANES);
+                    let mut wv = [V::zero(); NV];
+                    for (j, v) in wv.iter_mut().enumerate() {
+                        *v = V::load(wc.add(j * V::LANES));
+                    }
+                    let xc = xk.add(ci * t.x_ci);
+                    for (r, ar) in acc.iter_mut().enumerate() {
+                        let xrc = xc.add(r * t.x_orow);
+                        for (p, a) in ar.iter_mut().enumerate() {
+                            let xv = V::splat(*xrc.add(p * x_px));
+                            for j in 0..NV {
+                                a[j] = xv.mul_add(wv[j], a[j]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (r, ar) in acc.iter().enumerate() {
+        for (p, a) in ar.iter().enumerate() {
+            for (j, &s) in a.iter().enumerate() {
+                let off = r * t.y_orow + (j / vpb) * t.y_ob + p * 16 + (j % vpb) * V::LANES;
+                let mut v = s.add(V::load(t.bias.add((j / vpb) * 16 + (j % vpb) * V::LANES)));
+                if !t.res.is_null() {
+                    v = v.add(V::load(t.res.add(off)));
+                }
+                if t.relu {
+                    v = v.max(V::zero());
+                }
+                v.store(t.y.add(off));
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512<const RW: usize, const NV: usize, const PX: usize>(t: &Tile) {
+    tile_k::<crate::vec::Avx512, 1, RW, NV, PX>(t)
+}
+
+/// Two output rows per tile (for maps of ≤ 8 columns: twice the FMAs per weight load).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_rows2<const RW: usize, const NV: usize, const PX: usize>(t: &Tile) {
+    tile_k::<crate::vec::Avx512, 2, RW, NV, PX>(t)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2<const RW: usize, const NV: usize>(t: &Tile) {
+    tile_k::<crate::vec::Avx2, 1, RW, NV, 0>(t)
+}
+
+unsafe fn scalar<const RW: usize, const NV: usize>(t: &Tile) {
+    tile_k::<f32, 1, RW, NV, 0>(t)
+}
+
+/// `[f::<1, NV, ..>, f::<2, NV, ..>, ...]`: index = pixels − 1.
+macro_rules! table {
+    ($f:ident, $nv:literal, [$($rw:literal),*]) => { &[$($f::<$rw, $nv> as TileFn),*] };
+    ($f:ident, $nv:literal, $px:literal, [$($rw:literal),*]) => { &[$($f::<$rw, $nv, $px> as TileFn),*] };
+}
+
+/// AVX-512 tables per (NB, pixel stride 16 / 32 / runtime). Register budget: RW·NB
+/// accumulators + NB weights + 1 broadcast ≤ 32 (7×4 would need 33 and spills).
+#[cfg(target_arch = "x86_64")]
+macro_rules! avx512_tables {
+    ($name:ident, $nv:literal, [$($rw:literal),*]) => {
+        static $name: [&[TileFn]; 3] = [
+            table!(avx512, $nv, 16, [$($rw),*]),
+            table!(avx512, $nv, 32, [$($rw),*]),
+            table!(avx512, $nv, 0, [$($rw),*]),
+        ];
+    };
+}
+#[cfg(target_arch = "x86_64")]
+avx512_tables!(AVX512_NB1, 1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]);
+#[cfg(target_arch = "x86_64")]
+avx512_tables!(AVX512_NB2, 2, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+#[cfg(target_arch = "x86_64")]
+avx512_tables!(AVX512_NB3, 3, [1, 2, 3, 4, 5, 6, 7, 8]);
+#[cfg(target_arch = "x86_64")]
+static AVX512_NB2_ROWS2: [&[TileFn]; 3] = [
+    table!(avx512_rows2, 2, 16, [1, 2, 3, 4, 5, 6, 7]),
+    table!(avx512_rows2, 2, 32, [1, 2, 3, 4, 5, 6, 7]),
+    table!(avx512_rows2, 2, 0, [1, 2, 3, 4, 5, 6, 7]),
+];
+// AVX2: a 16-channel block is 2 ymm; 6 pixels × 2 + 2 weights + 1 broadcast = 15 of 16.
+#[cfg(target_arch = "x86_64")]
+static AVX2_NB1: &[TileFn] = table!(avx2, 2, [1, 2, 3, 4, 5, 6]);
+static SCALAR_NB1: &[TileFn] = table!(scalar, 16, [1, 2, 3, 4]);
+
+/// Output-block counts per tile (NB) the ISA has kernels for, widest first.
+pub(super) fn block_counts(level: SimdLevel) -> &'static [usize] {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => &[3, 2, 1],
+        _ => &[1],
+    }
+}
+
+/// Two-row kernels of `level` (2 output blocks, ≤ 7 pixels per row), if it has them;
+/// indexed as [`kernels`].
+pub(super) fn kernels_rows2(level: SimdLevel, px: usize, cpb: usize) -> Option<&'static [TileFn]> {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => Some(AVX512_NB2_ROWS2[px_index(px, cpb)]),
+        _ => None,
+    }
+}
+
+fn px_index(px: usize, cpb: usize) -> usize {
+    match (px, cpb) {
+        (16, 16) => 0,
+        (32, 16) => 1,
+        _ => 2,
+    }
+}
+
+/// The kernels of `level` for tiles of `nb` output blocks, input pixel stride `px`
+/// floats and `cpb` channels per input block, indexed by pixels − 1 (so the slice
+/// length is the widest tile). `nb` must be one of [`block_counts`].
+pub(super) fn kernels(level: SimdLevel, nb: usize, px: usize, cpb: usize) -> &'static [TileFn] {
+    let pi = px_index(px, cpb);
+    match (level, nb) {
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512, 3) => AVX512_NB3[pi],
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512, 2) => AVX512_NB2[pi],
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512, 1) => AVX512_NB1[pi],
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, 1) => AVX2_NB1,
+        (_, 1) => SCALAR_NB1,
+        _ => panic!("no blocked-conv kernel for {level:?} with {nb} output blocks"),
+    }
+}
