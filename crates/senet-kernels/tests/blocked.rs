@@ -423,3 +423,27 @@ fn se_block_and_scale_blk16_match_reference() {
         }
     });
 }
+
+/// One layer run at input sizes that want different tile widths (7×7 maps take 3-block
+/// tiles, wider ones 2): each packing is derived from the one that exists, the others
+/// dropped, and every size must still match the reference.
+#[test]
+fn conv_blk_switches_packings_across_input_sizes() {
+    simd::for_each_level(|_| {
+        let mut rng = Rng(0xbeef);
+        let (cin, cout) = (64, 96);
+        let wt = rng.vec(cout * cin * 9);
+        let b = rng.vec(cout);
+        let conv = ConvBlk::new(&wt, &b, cin, cout, 3, 3, 1, 1, 1);
+        for (h, w) in [(7, 7), (20, 21), (7, 7), (5, 30), (6, 6)] {
+            let c = cc(2, cin, h, w, cout, 3, 3, 1, 1, 1);
+            let x = rng.vec(c.n * cin * h * w);
+            let xs = Shape4::new(c.n, cin, h, w);
+            let ys = Shape4::new(c.n, cout, h, w);
+            let mut y = vec![f32::NAN; blk16_len(ys)];
+            conv.run(&to_blk(&x, xs), xs, &mut y, None, true);
+            let (want, bound) = conv_ref(&c, &x, &wt, &b, None, true);
+            check_close(&from_blk(&y, ys), &want, &bound, cin * 9, &format!("{h}x{w} level={:?}", simd::level()));
+        }
+    });
+}

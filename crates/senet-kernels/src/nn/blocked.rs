@@ -25,7 +25,7 @@ use super::{for_each_task, SyncPtr};
 use crate::simd::{self, SimdLevel};
 use crate::Shape4;
 use std::cell::RefCell;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, RwLock};
 
 #[path = "blocked_kernel.rs"]
 mod kernel;
@@ -148,11 +148,12 @@ pub struct ConvBlk {
     /// Every output block reads the same input blocks (dense): tiles may span several
     /// output blocks and share the input broadcasts.
     uniform: bool,
-    /// Weights per output block, `[cb][kh][kw][cpb][16]` at `woff[ob]`.
-    w: Aligned,
-    /// Dense only: the same weights interleaved for tiles of NB = index output blocks
-    /// (`[cb][kh][kw][cpb][NB·16]` per group, see [`block_groups`]), built on first use.
-    inter: [OnceLock<Aligned>; 4],
+    /// The packed weights, by tile width NB (index): NB = 1 is per output block,
+    /// `[cb][kh][kw][cpb][16]` at `woff[ob]`; NB > 1 (dense only) interleaves groups of
+    /// output blocks (`[cb][kh][kw][cpb][g·16]` at `woff[ob0]`, see [`block_groups`]).
+    /// A packing is derived from whichever one exists when a call first needs it, and a
+    /// dense layer then drops the others: one input size keeps one copy of the weights.
+    packs: RwLock<[Option<Arc<Aligned>>; 4]>,
     /// `16·⌈cout/16⌉` values, zero padded.
     bias: Aligned,
 }
@@ -321,7 +322,7 @@ impl ConvBlk {
         let uniform = ib0.iter().all(|&b| b == ib0[0]) && nib.iter().all(|&b| b == nib[0]);
         let mut b = Aligned::zeroed(cob * BLK);
         b.as_mut_slice()[..cout].copy_from_slice(bias);
-        ConvBlk { cin, cout, kh, kw, stride, pad, groups, cpb, ib0, nib, woff, uniform, w: wa, inter: Default::default(), bias: b }
+        ConvBlk { cin, cout, kh, kw, stride, pad, groups, cpb, ib0, nib, woff, uniform, packs: RwLock::new([None, Some(Arc::new(wa)), None, None]), bias: b }
     }
 
     /// Input channels.
@@ -404,6 +405,11 @@ impl ConvBlk {
             let v = XView { p: dst.as_ptr(), img: cb * oh * ow * BLK, cb: oh * ow * BLK, row: ow * BLK, col: BLK, ci: 1 };
             self.exec_view(simd::level(), v, sub, 1, false, oh, ow, y, residual, relu);
         });
+    }
+
+    /// Whether [`ConvBlk::run_nchw`] applies: fewer than 16 input channels, one group.
+    pub fn takes_nchw(&self) -> bool {
+        self.cpb < BLK
     }
 
     /// Like [`ConvBlk::run`] but reads NCHW input `x` (shape `xs`); for convolutions
@@ -494,29 +500,51 @@ impl ConvBlk {
             && tunables().rows2
     }
 
-    /// The weights interleaved for tiles of `nb` output blocks (dense convolutions).
-    /// A group of g blocks starting at `ob0` sits where the per-block layout has block
-    /// ob0 (all blocks have the same size), as `[cb][kh][kw][cpb][g][16]`.
-    fn interleaved(&self, nb: usize, counts: &[usize]) -> &[f32] {
-        self.inter[nb].get_or_init(|| {
-            let per_block = self.kh * self.kw * self.cpb * BLK;
-            // Rows of 16 weights per block: (cb, ky, kx, ci).
-            let steps = self.nib[0] * per_block / BLK;
-            let w = self.w.as_slice();
-            let mut buf = Aligned::zeroed(w.len());
-            let out = buf.as_mut_slice();
-            for (ob0, g) in block_groups(blocks(self.cout), nb, counts) {
-                let base = self.woff[ob0];
-                for r in 0..steps {
-                    for b in 0..g {
-                        let src = &w[self.woff[ob0 + b] + r * BLK..][..BLK];
-                        out[base + (r * g + b) * BLK..][..BLK].copy_from_slice(src);
-                    }
+    /// The weights packed for tiles of `nb` output blocks (see `packs`).
+    fn packed(&self, nb: usize, counts: &[usize]) -> Arc<Aligned> {
+        if let Some(p) = &self.packs.read().unwrap_or_else(|e| e.into_inner())[nb] {
+            return p.clone();
+        }
+        let mut packs = self.packs.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = &packs[nb] {
+            return p.clone();
+        }
+        let (src_nb, src) = packs
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| p.as_ref().map(|p| (i, p.clone())))
+            .expect("a ConvBlk always holds one packing");
+        let per_block = self.kh * self.kw * self.cpb * BLK;
+        // Rows of 16 weights per block: (cb, ky, kx, ci).
+        let steps = self.nib[0] * per_block / BLK;
+        let cob = blocks(self.cout);
+        // Where row r of output block ob sits in a packing of tile width `n`.
+        let locate = |n: usize| {
+            let mut at = vec![(0usize, 1usize, 0usize); cob]; // (woff of group start, g, b)
+            for (ob0, g) in block_groups(cob, n, counts) {
+                for b in 0..g {
+                    at[ob0 + b] = (self.woff[ob0], g, b);
                 }
             }
-            buf
-        })
-        .as_slice()
+            at
+        };
+        let (from, to) = (locate(src_nb), locate(nb));
+        let w = src.as_slice();
+        let mut buf = Aligned::zeroed(w.len());
+        let out = buf.as_mut_slice();
+        for ob in 0..cob {
+            let ((fb, fg, fi), (tb, tg, ti)) = (from[ob], to[ob]);
+            for r in 0..steps {
+                out[tb + (r * tg + ti) * BLK..][..BLK].copy_from_slice(&w[fb + (r * fg + fi) * BLK..][..BLK]);
+            }
+        }
+        let p = Arc::new(buf);
+        if self.uniform {
+            // Dense: drop the other packings (calls still using one hold its Arc).
+            *packs = [None, None, None, None];
+        }
+        packs[nb] = Some(p.clone());
+        p
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -546,7 +574,8 @@ impl ConvBlk {
         };
         let want_nb = *counts.iter().find(|&&c| c <= want_nb.max(1)).unwrap_or(&1);
         let groups = block_groups(cob, want_nb, counts);
-        let wpack: &[f32] = if want_nb == 1 { self.w.as_slice() } else { self.interleaved(want_nb, counts) };
+        let wpack_arc = self.packed(want_nb, counts);
+        let wpack: &[f32] = wpack_arc.as_slice();
         // Tiles of a row: eow split evenly into pieces no wider than every group's
         // widest kernel (the same tiling for all groups, so tile-outer order works).
         let px = if flat { view_px(&v, 1) } else { view_px(&v, s) };
