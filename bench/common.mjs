@@ -25,8 +25,12 @@ export async function timeOnce(fn) {
  * early after `minRoundsSlow`). An engine may set its own `warmup` count (e.g. 0 for one
  * that takes seconds per call). Returns { name: [ms...] }.
  */
-export async function interleave(engines, { warmup = 2, minRounds = 15, maxRounds = 60, budgetMs = 4000, minRoundsSlow = 3, slowMs = 200 } = {}) {
+export async function interleave(engines, { warmup = 2, minRounds = 15, maxRounds = 60, budgetMs = 4000, minRoundsSlow = 3, slowMs = 200, gapMs = 0 } = {}) {
   const samples = Object.fromEntries(engines.map((e) => [e.name, []]))
+  // `gapMs`: idle time before each timed run. Thread pools keep spinning for a while
+  // after their work (onnxruntime's by default, rayon's briefly); without a gap, the
+  // engine timed next shares the cores with the previous engine's spinning threads.
+  const gap = () => (gapMs > 0 ? new Promise((r) => setTimeout(r, gapMs)) : null)
   for (const e of engines) for (let i = 0; i < (e.warmup ?? warmup); i++) await timeOnce(e.run)
   const t0 = Date.now()
   for (let round = 0; round < maxRounds; round++) {
@@ -35,6 +39,7 @@ export async function interleave(engines, { warmup = 2, minRounds = 15, maxRound
       const s = samples[e.name]
       const slow = s.length >= minRoundsSlow && median(s) > slowMs
       if (slow && round >= minRoundsSlow) continue
+      await gap()
       s.push(await timeOnce(e.run))
     }
     if (round + 1 >= minRounds && Date.now() - t0 > budgetMs) break

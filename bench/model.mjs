@@ -7,7 +7,8 @@
 // Run from the compiled package (`npm run build` first). Before timing, every engine's
 // logits are compared with senet's on the same input; any max |Δlogit| > 1e-3 aborts.
 // Engines are interleaved round by round (common.mjs `interleave`) so a noisy neighbour
-// slows them alike; medians are reported, and the machine's peak FMA rate is measured
+// slows them alike, with 50 ms of idle time before each run so that no engine is timed
+// while the previous one's pool threads are still spinning; medians are reported, and the machine's peak FMA rate is measured
 // in the same run by a native microbenchmark (`peakGflops`) for "fraction of peak".
 //
 // Threads: senet's pool is resized with setNumThreads; onnxruntime gets one session per
@@ -46,8 +47,8 @@ const SEED = 1
 /** Max |Δlogit| between engines before anything is timed. */
 const AGREE = 1e-3
 const TIMING = quick
-  ? { warmup: 1, minRounds: 3, maxRounds: 3, budgetMs: 0, minRoundsSlow: 1, slowMs: 3000 }
-  : { warmup: 2, minRounds: 10, maxRounds: 40, budgetMs: 8000, minRoundsSlow: 3, slowMs: 3000 }
+  ? { warmup: 1, minRounds: 3, maxRounds: 3, budgetMs: 0, minRoundsSlow: 1, slowMs: 3000, gapMs: 50 }
+  : { warmup: 2, minRounds: 10, maxRounds: 40, budgetMs: 8000, minRoundsSlow: 3, slowMs: 3000, gapMs: 50 }
 const PEAK_MS = quick ? 200 : 400
 const PEAK_REPEATS = quick ? 1 : 3
 const CONCURRENT = 16
