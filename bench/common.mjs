@@ -10,12 +10,14 @@ export function median(xs) {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
 }
 
-/** Milliseconds taken by one call of (sync or async) `fn`. */
-export async function timeOnce(fn) {
+/** Milliseconds per call of (sync or async) `fn`, over `inner` back-to-back calls. */
+export async function timeOnce(fn, inner = 1) {
   const t0 = process.hrtime.bigint()
-  const r = fn()
-  if (r && typeof r.then === 'function') await r
-  return Number(process.hrtime.bigint() - t0) / 1e6
+  for (let i = 0; i < inner; i++) {
+    const r = fn()
+    if (r && typeof r.then === 'function') await r
+  }
+  return Number(process.hrtime.bigint() - t0) / 1e6 / inner
 }
 
 /**
@@ -25,7 +27,7 @@ export async function timeOnce(fn) {
  * early after `minRoundsSlow`). An engine may set its own `warmup` count (e.g. 0 for one
  * that takes seconds per call). Returns { name: [ms...] }.
  */
-export async function interleave(engines, { warmup = 2, minRounds = 15, maxRounds = 60, budgetMs = 4000, minRoundsSlow = 3, slowMs = 200, gapMs = 0 } = {}) {
+export async function interleave(engines, { warmup = 2, minRounds = 15, maxRounds = 60, budgetMs = 4000, minRoundsSlow = 3, slowMs = 200, gapMs = 0, inner = 1 } = {}) {
   const samples = Object.fromEntries(engines.map((e) => [e.name, []]))
   // `gapMs`: idle time before each timed run. Thread pools keep spinning for a while
   // after their work (onnxruntime's by default, rayon's briefly); without a gap, the
@@ -40,7 +42,7 @@ export async function interleave(engines, { warmup = 2, minRounds = 15, maxRound
       const slow = s.length >= minRoundsSlow && median(s) > slowMs
       if (slow && round >= minRoundsSlow) continue
       await gap()
-      s.push(await timeOnce(e.run))
+      s.push(await timeOnce(e.run, e.inner ?? inner))
     }
     if (round + 1 >= minRounds && Date.now() - t0 > budgetMs) break
   }

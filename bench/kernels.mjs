@@ -93,7 +93,10 @@ for (const shape of SHAPES) {
       })
     }
   }
-  const samples = await interleave(engines, quick ? { minRounds: 3, maxRounds: 5, budgetMs: 500 } : {})
+  // Steady state: each sample is the mean of 5 back-to-back calls (1 for tfjs-cpu, which
+// takes seconds), so every engine is measured with its own data warm in the caches.
+  for (const e of engines) if (e.name === 'tfjs-cpu') e.inner = 1
+  const samples = await interleave(engines, quick ? { minRounds: 3, maxRounds: 5, budgetMs: 500, gapMs: 20, inner: 5 } : { gapMs: 20, inner: 5 })
   for (const st of Object.values(tfState)) Object.values(st).forEach((t) => t.dispose())
   const med = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)]))
   const bytes = len * 4

@@ -8,7 +8,7 @@
 
 use crate::pool::{self, PAR_GRAIN};
 use crate::simd::{self, SimdLevel};
-use crate::vec::{simd_dispatch, Vf32};
+use crate::vec::{simd_dispatch, stream_fence, Vf32};
 use crate::{Layout, Shape4};
 use rayon::prelude::*;
 
@@ -335,14 +335,14 @@ unsafe fn sigmoid_k<V: Vf32>(v: &mut [f32]) {
 
 /// `y[i] = act(x[i]·g [+ r[i]])` for i in `off .. off + len` (one NCHW plane, one gate).
 #[inline(always)]
-unsafe fn scale_plane_k<V: Vf32>(p: Ptrs, off: usize, len: usize, g: f32, relu: bool) {
+unsafe fn scale_plane_k<V: Vf32>(p: Ptrs, off: usize, len: usize, g: f32, relu: bool, stream: bool) {
     let (x, r, y) = (p.x.add(off), p.r, p.y.add(off));
     let gv = V::splat(g);
     let zero = V::zero();
     let mut i = 0;
     macro_rules! body {
-        ($V:ty, $step:expr, $gv:expr, $zero:expr) => {
-            while i + $step <= len {
+        ($V:ty, $step:expr, $end:expr, $gv:expr, $zero:expr, $store:ident) => {
+            while i + $step <= $end {
                 let mut v = <$V>::load(x.add(i)).mul($gv);
                 if !r.is_null() {
                     v = v.add(<$V>::load(r.add(off + i)));
@@ -350,13 +350,21 @@ unsafe fn scale_plane_k<V: Vf32>(p: Ptrs, off: usize, len: usize, g: f32, relu: 
                 if relu {
                     v = v.max($zero);
                 }
-                v.store(y.add(i));
+                v.$store(y.add(i));
                 i += $step;
             }
         };
     }
-    body!(V, V::LANES, gv, zero);
-    body!(f32, 1, g, 0.0f32);
+    if stream {
+        // Scalar up to the first vector-aligned output, then non-temporal stores.
+        let align = 4 * V::LANES;
+        let head = ((align - (y as usize) % align) % align / 4).min(len);
+        body!(f32, 1, head, g, 0.0f32, store);
+        body!(V, V::LANES, len, gv, zero, store_stream);
+    } else {
+        body!(V, V::LANES, len, gv, zero, store);
+    }
+    body!(f32, 1, len, g, 0.0f32, store);
 }
 
 /// `y[i] = act(x[i]·g[i mod c] [+ r[i]])` over `pixels` NHWC rows of `c` floats starting
@@ -391,7 +399,7 @@ unsafe fn scale_rows_k<V: Vf32>(p: Ptrs, off: usize, pixels: usize, c: usize, g:
 simd_dispatch!(fn squeeze_planes(x: &[f32], hw: usize, z: &mut [f32]) => squeeze_planes_k);
 simd_dispatch!(fn squeeze_cols(x: &[f32], rows: usize, stride: usize, c0: usize, z: &mut [f32]) => squeeze_cols_k);
 simd_dispatch!(fn fc_rows(w: &[f32], b: Option<&[f32]>, inp: &[f32], n: usize, k: usize, j0: usize, sigmoid: bool, out: &mut [f32]) => fc_rows_k);
-simd_dispatch!(fn scale_plane(p: Ptrs, off: usize, len: usize, g: f32, relu: bool) => scale_plane_k);
+simd_dispatch!(fn scale_plane(p: Ptrs, off: usize, len: usize, g: f32, relu: bool, stream: bool) => scale_plane_k);
 simd_dispatch!(fn scale_rows(p: Ptrs, off: usize, pixels: usize, c: usize, g: *const f32, relu: bool) => scale_rows_k);
 
 // ---------------------------------------------------------------------------------------
@@ -520,10 +528,19 @@ pub fn scale(mut io: ScaleIo, s: Shape4, layout: Layout, gates: &[f32], relu: bo
     assert_eq!(p.len, s.len().expect("shape overflows"), "x length");
     assert_eq!(gates.len(), s.n * s.c, "gates length");
     let level = simd::level();
-    pool::install(|| scale_in(level, p, s, layout, gates, relu));
+    pool::install(|| scale_in(level, p, s, layout, gates, relu, streams(p.len)));
 }
 
-fn scale_in(level: SimdLevel, p: Ptrs, s: Shape4, layout: Layout, gates: &[f32], relu: bool) {
+/// Outputs of at least this many bytes are written with non-temporal stores (NCHW):
+/// they cannot stay in the cache anyway, and streaming skips the read-for-ownership
+/// of every output line, a third of the scale pass's memory traffic.
+const STREAM_MIN_BYTES: usize = 16 << 20;
+
+fn streams(len: usize) -> bool {
+    len * std::mem::size_of::<f32>() >= STREAM_MIN_BYTES
+}
+
+fn scale_in(level: SimdLevel, p: Ptrs, s: Shape4, layout: Layout, gates: &[f32], relu: bool, stream: bool) {
     let hw = s.hw();
     if layout == Layout::Nchw && hw > 1 {
         let planes = s.n * s.c;
@@ -531,7 +548,10 @@ fn scale_in(level: SimdLevel, p: Ptrs, s: Shape4, layout: Layout, gates: &[f32],
         let per = planes.div_ceil(tasks);
         let run = |t: usize| {
             for pl in t * per..((t + 1) * per).min(planes) {
-                scale_plane(level, p, pl * hw, hw, gates[pl], relu);
+                scale_plane(level, p, pl * hw, hw, gates[pl], relu, stream);
+            }
+            if stream {
+                stream_fence();
             }
         };
         if tasks > 1 {
@@ -580,6 +600,7 @@ pub fn se_block(mut io: ScaleIo, s: Shape4, layout: Layout, w: &SeWeights, relu:
     let p = io.ptrs();
     let sample = len / s.n;
     let one = Shape4::new(1, s.c, s.h, s.w);
+    let stream = streams(len);
     let run = |i: usize| {
         let mut z = vec![0.0f32; s.c];
         let mut g = vec![0.0f32; s.c];
@@ -590,7 +611,7 @@ pub fn se_block(mut io: ScaleIo, s: Shape4, layout: Layout, w: &SeWeights, relu:
         let xi = unsafe { std::slice::from_raw_parts(pi.x, sample) };
         squeeze_in(level, xi, one, layout, &mut z);
         excite_in(level, &z, 1, w, &mut g);
-        scale_in(level, pi, one, layout, &g, relu);
+        scale_in(level, pi, one, layout, &g, relu, stream);
     };
     pool::install(|| {
         if sample < SAMPLE_MAJOR_MIN {
@@ -602,7 +623,7 @@ pub fn se_block(mut io: ScaleIo, s: Shape4, layout: Layout, w: &SeWeights, relu:
             let x = unsafe { std::slice::from_raw_parts(p.x, len) };
             squeeze_in(level, x, s, layout, &mut z);
             excite_in(level, &z, s.n, w, &mut g);
-            scale_in(level, p, s, layout, &g, relu);
+            scale_in(level, p, s, layout, &g, relu, stream);
         } else if s.n > 1 {
             (0..s.n).into_par_iter().for_each(run);
         } else {

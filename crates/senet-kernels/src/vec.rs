@@ -20,6 +20,13 @@ pub(crate) trait Vf32: Copy {
     unsafe fn load(p: *const f32) -> Self;
     /// Unaligned store of `LANES` values.
     unsafe fn store(self, p: *mut f32);
+    /// Non-temporal store (no read-for-ownership, bypasses the caches) where the ISA has
+    /// one; `p` must be aligned to `4·LANES` bytes. Callers issue [`stream_fence`] before
+    /// another thread may read the data.
+    #[inline(always)]
+    unsafe fn store_stream(self, p: *mut f32) {
+        self.store(p)
+    }
     unsafe fn add(self, o: Self) -> Self;
     unsafe fn sub(self, o: Self) -> Self;
     unsafe fn mul(self, o: Self) -> Self;
@@ -157,6 +164,10 @@ mod x86 {
             _mm256_storeu_ps(p, self.0)
         }
         #[inline(always)]
+        unsafe fn store_stream(self, p: *mut f32) {
+            _mm256_stream_ps(p, self.0)
+        }
+        #[inline(always)]
         unsafe fn add(self, o: Self) -> Self {
             Avx2(_mm256_add_ps(self.0, o.0))
         }
@@ -222,6 +233,10 @@ mod x86 {
         #[inline(always)]
         unsafe fn store(self, p: *mut f32) {
             _mm512_storeu_ps(p, self.0)
+        }
+        #[inline(always)]
+        unsafe fn store_stream(self, p: *mut f32) {
+            _mm512_stream_ps(p, self.0)
         }
         #[inline(always)]
         unsafe fn add(self, o: Self) -> Self {
@@ -338,6 +353,18 @@ mod arm {
         unsafe fn reduce_add(self) -> f32 {
             vaddvq_f32(self.0)
         }
+    }
+}
+
+/// Orders earlier non-temporal stores before later stores (and so before the atomics
+/// that hand the data to another thread). A no-op where [`Vf32::store_stream`] is a
+/// plain store.
+#[inline]
+pub(crate) fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
     }
 }
 
