@@ -1,15 +1,13 @@
-//! Speed of `nn::blocked::ConvBlk` against `nn::Conv2d` on SE-ResNet-50 shapes.
+//! Speed of `nn::blocked::ConvBlk` on SE-ResNet-50 shapes.
 //!
 //! `cargo run --release -p senet-kernels --example blocked_speed [reps]`
 //! Environment: `SHAPE=substring` runs only matching shapes, `BATCH=n` one batch size,
-//! `OLD=0` skips the NCHW `Conv2d` comparison, `ALIGN=0` misaligns the blocked
-//! activations (default: 64-byte aligned). Prints best-of-`reps` GFLOP/s (2 flops
-//! per multiply-add, padding taps included as in `conv_speed`) at batch 1 and 8, 1 and
-//! 2 threads, blocked and old interleaved (the machine is shared; 1-thread times are
-//! CPU times).
+//! `ALIGN=0` misaligns the blocked activations (default: 64-byte aligned). Prints
+//! best-of-`reps` GFLOP/s (2 flops per multiply-add, padding taps included) at batch 1
+//! and 8, 1 and 2 threads (the machine is shared; 1-thread times are CPU times), with
+//! the FMA peak measured in the same run.
 
 use senet_kernels::nn::blocked::{blk16_len, ConvBlk};
-use senet_kernels::nn::Conv2d;
 use senet_kernels::{pool, simd, Shape4};
 use std::time::Instant;
 
@@ -76,7 +74,6 @@ fn main() {
         ("3x3 g32 1024->1024 @7", 1024, 1024, 3, 1, 1, 32, 7),
     ];
     let only = std::env::var("SHAPE").ok();
-    let old = std::env::var("OLD").map_or(true, |v| v != "0");
     let batches: Vec<usize> = match std::env::var("BATCH") {
         Ok(b) => vec![b.parse().expect("BATCH")],
         Err(_) => vec![1, 8],
@@ -86,7 +83,7 @@ fn main() {
         let p = senet_kernels::peak::measure(std::time::Duration::from_millis(300));
         println!("FMA peak now, {t} thread(s): {:.0} GFLOP/s", p.gflops);
     }
-    println!("level {:?}, best of {reps}, GFLOP/s: blocked (old Conv2d)", simd::level());
+    println!("level {:?}, best of {reps}, GFLOP/s", simd::level());
     let mut head = format!("{:<24}", "shape");
     for &n in &batches {
         for t in [1, 2] {
@@ -102,7 +99,6 @@ fn main() {
         let weight: Vec<f32> = (0..wlen).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
         let bias = vec![0.1f32; cout];
         let blk = ConvBlk::new(&weight, &bias, cin, cout, k, k, stride, pad, groups);
-        let conv = old.then(|| Conv2d::new(&weight, &bias, cin, cout, k, k, stride, pad, groups));
         let (oh, ow) = blk.output_hw(h, h).unwrap();
         let mut line = format!("{name:<24}");
         for &n in &batches {
@@ -117,9 +113,6 @@ fn main() {
             let y = &mut yv[yo_..yo_ + ylen];
             let (rv, ro_) = buf(ylen, |_| 0.0);
             let res = &rv[ro_..ro_ + ylen];
-            let xo: Vec<f32> = (0..xs.len().unwrap()).map(|i| ((i * 31) % 997) as f32 * 1e-3).collect();
-            let mut yo = vec![0.0f32; ys.len().unwrap()];
-            let reso = yo.clone();
             let flops = 2.0 * (n * cout * oh * ow * (cin / groups) * k * k) as f64;
             for t in [1usize, 2] {
                 pool::set_num_threads(t).unwrap();
@@ -130,13 +123,7 @@ fn main() {
                         blk.run(x, xs, y, Some(res), true)
                     }
                 });
-                let cell = match &conv {
-                    Some(c) => {
-                        let to = best(reps, t, || c.run(&xo, xs, &mut yo, Some(&reso), true));
-                        format!("{:.0} ({:.0})", flops / tb / 1e9, flops / to / 1e9)
-                    }
-                    None => format!("{:.1}", flops / tb / 1e9),
-                };
+                let cell = format!("{:.1}", flops / tb / 1e9);
                 line += &format!(" {cell:>15}");
             }
         }

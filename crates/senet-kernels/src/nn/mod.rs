@@ -1,11 +1,9 @@
-//! Native layers of a forward pass (the ops of `lib/model/program.ts`), NCHW float32.
+//! Native layers of a forward pass (the ops of `lib/model/program.ts`), float32.
 //!
-//! - [`Conv2d`]: convolution + bias (folded BatchNorm) [+ residual] [+ ReLU]. Weights are
-//!   prepacked once into the GEMM microkernel's panel order; input patches are packed
-//!   lazily, one cache block at a time, straight into the GEMM's B panels (no full
-//!   im2col matrix); bias, residual and ReLU are applied while the output tile is still
-//!   in registers. Grouped convolutions run a direct kernel instead (`grouped.rs`).
-//! - [`max_pool2d`], [`global_avg_pool`], [`linear`], [`add_relu`].
+//! - [`blocked`]: the channel-blocked (nChw16c) layout the executor runs the trunk in,
+//!   its direct convolution [`blocked::ConvBlk`] (weights prepacked once; bias, residual
+//!   and ReLU applied while the output tile is in registers), pooling, add and SE ops.
+//! - NCHW / plain ops: [`max_pool2d`], [`global_avg_pool`], [`linear`], [`add_relu`].
 //!
 //! Every op runs on the crate's one rayon pool ([`crate::pool`]) with the SIMD level of
 //! [`crate::simd::level`], and is deterministic: each output element is computed by one
@@ -13,15 +11,10 @@
 //! bitwise identical for any thread count.
 
 pub mod blocked;
-mod conv;
 mod eltwise;
-mod gemm;
-mod grouped;
 mod linear;
-mod pack;
 mod pool2d;
 
-pub use conv::Conv2d;
 pub use eltwise::add_relu;
 pub use linear::linear;
 pub use pool2d::{global_avg_pool, max_pool2d, pool_output_size};
