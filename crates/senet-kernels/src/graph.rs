@@ -13,7 +13,7 @@
 
 use crate::nn::blocked::{self as blk, ConvBlk};
 use crate::nn;
-use crate::se::{ScaleIo, SeWeights};
+use crate::se::{self, ScaleIo, SeWeights};
 use crate::{pool, Shape4};
 use std::sync::Mutex;
 
@@ -118,6 +118,8 @@ pub struct Workspace {
     /// Shape of each op's output, in op order.
     shapes: Vec<Shape4>,
     slots: Vec<Buf>,
+    /// Per SE op fed by a squeezing conv: its channel means [n · c].
+    means: Vec<Vec<f32>>,
 }
 
 /// A slot's buffer, 64-byte aligned (one cache line per zmm load or store: the blocked
@@ -198,6 +200,10 @@ pub struct Model {
     in_channels: usize,
     num_classes: usize,
     output: usize,
+    /// For a conv whose output is next read as the input of an SE op: that op's index.
+    /// The conv then also computes the channel means (the squeeze) while its output
+    /// tiles are in L1, and the SE op skips its own pass over the activation.
+    squeeze_for: Vec<Option<usize>>,
     /// Workspaces kept for reuse (at most [`Model::KEEP`]).
     spare: Mutex<Vec<Workspace>>,
 }
@@ -250,7 +256,23 @@ impl Model {
         if !ops.iter().any(|op| op.output() == output) {
             return Err(format!("no op writes the output slot {output}"));
         }
-        Ok(Model { ops, num_slots, in_channels, num_classes, output, spare: Mutex::new(Vec::new()) })
+        // SE input written by a conv (the last writer of that slot before the SE op).
+        let mut squeeze_for = vec![None; ops.len()];
+        for (k, op) in ops.iter().enumerate() {
+            if let Op::Se { x, .. } = op {
+                if let Some(j) = (0..k).rev().find(|&j| ops[j].output() == *x) {
+                    if matches!(ops[j], Op::Conv { .. }) && squeeze_for[j].is_none() {
+                        squeeze_for[j] = Some(k);
+                    }
+                }
+            }
+        }
+        Ok(Model { ops, num_slots, in_channels, num_classes, output, squeeze_for, spare: Mutex::new(Vec::new()) })
+    }
+
+    /// Whether SE op `k` gets its channel means from the conv that wrote its input.
+    fn squeeze_fused(&self, k: usize) -> bool {
+        self.squeeze_for.contains(&Some(k))
     }
 
     pub fn in_channels(&self) -> usize {
@@ -356,7 +378,15 @@ impl Model {
             size[op.output()] = size[op.output()].max(len);
         }
         let slots = size.iter().map(|&n| Buf::new(n)).collect();
-        Ok(Workspace { input, shapes, slots })
+        let means = self
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Se { c, .. } => vec![0.0f32; input.n * c],
+                _ => Vec::new(),
+            })
+            .collect();
+        Ok(Workspace { input, shapes, slots, means })
     }
 
     fn give_back(&self, ws: Workspace) {
@@ -387,7 +417,7 @@ impl Model {
         let mut cur: Vec<Shape4> = vec![Shape4::new(0, 0, 0, 0); self.num_slots];
         let mut lay: Vec<Lay> = vec![Lay::Plain; self.num_slots];
         cur[0] = ws.input;
-        for (op, &ys) in self.ops.iter().zip(&ws.shapes) {
+        for (i, (op, &ys)) in self.ops.iter().zip(&ws.shapes).enumerate() {
             let yi = op.output();
             // The output slot is never an input (checked in `new`): take it out so the
             // inputs can be borrowed from the remaining slots.
@@ -399,10 +429,17 @@ impl Model {
                     let xv = v(*x);
                     let res = residual.map(|r| v(r).blocked());
                     let y = yb.get_mut(blk::blk16_len(ys));
+                    let res = res.as_deref().map(|r| r.as_ref());
                     if xv.lay == Lay::Plain && conv.takes_nchw() {
-                        conv.run_nchw(xv.plain().as_ref(), xv.s, y, res.as_deref().map(|r| r.as_ref()), *relu);
+                        conv.run_nchw(xv.plain().as_ref(), xv.s, y, res, *relu);
+                        if let Some(k) = self.squeeze_for[i] {
+                            // The NCHW stem path has no fused squeeze: a separate pass.
+                            blk::squeeze_blk16(y, ys, &mut ws.means[k]);
+                        }
+                    } else if let Some(k) = self.squeeze_for[i] {
+                        conv.run_squeeze(xv.blocked().as_ref(), xv.s, y, res, *relu, &mut ws.means[k]);
                     } else {
-                        conv.run(xv.blocked().as_ref(), xv.s, y, res.as_deref().map(|r| r.as_ref()), *relu);
+                        conv.run(xv.blocked().as_ref(), xv.s, y, res, *relu);
                     }
                     Lay::Blk
                 }
@@ -419,7 +456,14 @@ impl Model {
                     let rb = residual.map(|r| v(r).blocked());
                     let y = yb.get_mut(blk::blk16_len(ys));
                     let io = ScaleIo::Out { x: xb.as_ref(), residual: rb.as_deref().map(|r| r.as_ref()), out: y };
-                    blk::se_block_blk16(io, xv.s, &w, *relu);
+                    if self.squeeze_fused(i) {
+                        // Means computed by the conv that wrote x: excite, then one pass.
+                        let mut g = vec![0.0f32; xv.s.n * c];
+                        se::excite(&ws.means[i], xv.s.n, &w, &mut g);
+                        blk::se_scale_blk16(io, xv.s, &g, *relu);
+                    } else {
+                        blk::se_block_blk16(io, xv.s, &w, *relu);
+                    }
                     Lay::Blk
                 }
                 Op::Add { a, b, relu, .. } => {

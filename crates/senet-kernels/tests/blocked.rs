@@ -447,3 +447,58 @@ fn conv_blk_switches_packings_across_input_sizes() {
         }
     });
 }
+
+/// `run_squeeze` writes the same output as `run` and the channel means of that output
+/// (summed per tile, reduced in f64): within a few f32 roundings of the float64 mean of
+/// the stored outputs (≤ 24 pixels per f32 partial sum), bitwise the same for any
+/// thread count.
+#[test]
+fn conv_blk_run_squeeze_means_match_output() {
+    simd::for_each_level(|_| {
+        for (i, c) in [
+            cc(2, 64, 14, 13, 80, 1, 1, 1, 0, 1),  // flat 1×1 (SE-ResNet conv3)
+            cc(1, 48, 9, 9, 40, 1, 1, 2, 0, 1),    // strided 1×1 (subsampled copy)
+            cc(2, 32, 11, 12, 48, 3, 3, 1, 1, 1),  // padded 3×3
+            cc(1, 64, 7, 7, 64, 3, 3, 1, 1, 1),    // 7×7: two-row tiles
+            cc(1, 3, 23, 19, 24, 7, 7, 2, 3, 1),   // stem shape (Blk16 input)
+            cc(1, 32, 8, 8, 32, 3, 3, 1, 1, 8),    // grouped
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut rng = Rng(0x5eed + i as u64);
+            let x = rng.vec(c.n * c.cin * c.h * c.w);
+            let wt = rng.vec(c.cout * (c.cin / c.groups) * c.kh * c.kw);
+            let b = rng.vec(c.cout);
+            let conv = ConvBlk::new(&wt, &b, c.cin, c.cout, c.kh, c.kw, c.stride, c.pad, c.groups);
+            let (oh, ow) = conv.output_hw(c.h, c.w).unwrap();
+            let xs = Shape4::new(c.n, c.cin, c.h, c.w);
+            let ys = Shape4::new(c.n, c.cout, oh, ow);
+            let xb = to_blk(&x, xs);
+            let mut plain = vec![0.0f32; blk16_len(ys)];
+            conv.run(&xb, xs, &mut plain, None, false);
+            let means_all = std::cell::RefCell::new(Vec::new());
+            let y = same_for_thread_counts(|| {
+                let mut y = vec![f32::NAN; blk16_len(ys)];
+                let mut m = vec![f32::NAN; c.n * c.cout];
+                conv.run_squeeze(&xb, xs, &mut y, None, false, &mut m);
+                means_all.borrow_mut().push(m);
+                y
+            });
+            let means_all = means_all.into_inner();
+            assert_eq!(y, plain, "{c:?}: output differs from run()");
+            for m in &means_all[1..] {
+                assert!(m.iter().zip(&means_all[0]).all(|(a, b)| a.to_bits() == b.to_bits()), "{c:?}: means depend on threads");
+            }
+            let yn = from_blk(&y, ys);
+            let hw = oh * ow;
+            for p in 0..c.n * c.cout {
+                let seg = &yn[p * hw..(p + 1) * hw];
+                let want: f64 = seg.iter().map(|&v| v as f64).sum::<f64>() / hw as f64;
+                let scale: f64 = seg.iter().map(|&v| (v as f64).abs()).sum::<f64>() / hw as f64;
+                let got = means_all[0][p] as f64;
+                assert!((got - want).abs() <= 32.0 * U * scale + 1e-30, "{c:?} plane {p}: {got} vs {want}");
+            }
+        }
+    });
+}

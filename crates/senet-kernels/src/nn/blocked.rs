@@ -357,6 +357,20 @@ impl ConvBlk {
     /// # Panics
     /// When `xs.c != cin`, the output size is undefined, or a length does not match.
     pub fn run(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool) {
+        self.run_impl(x, xs, y, residual, relu, None)
+    }
+
+    /// [`ConvBlk::run`] that also returns the channel means of its output (the SE
+    /// squeeze) in `means` [n · cout]: each tile sums its outputs right after storing
+    /// them, while they are in L1, so the SE block that follows needs no squeeze pass
+    /// over the activation. Tile sums are reduced in a fixed order (in f64), so the
+    /// means too are the same for any thread count.
+    pub fn run_squeeze(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, means: &mut [f32]) {
+        assert_eq!(means.len(), xs.n * self.cout, "conv_blk: means length");
+        self.run_impl(x, xs, y, residual, relu, Some(means))
+    }
+
+    fn run_impl(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>) {
         assert_eq!(xs.c, self.cin, "conv_blk: input channels");
         assert_eq!(x.len(), blk16_len(xs), "conv_blk: input length");
         let (h, w) = (xs.h, xs.w);
@@ -364,9 +378,9 @@ impl ConvBlk {
         // In Blk16, a narrow (cpb < 16) input still occupies one 16-lane block.
         let view = XView { p: x.as_ptr(), img: cb * h * w * BLK, cb: h * w * BLK, row: w * BLK, col: BLK, ci: 1 };
         if self.kh == 1 && self.kw == 1 && self.pad == 0 && self.stride > 1 {
-            return self.run_subsampled(x, xs, y, residual, relu);
+            return self.run_subsampled(x, xs, y, residual, relu, sq);
         }
-        self.exec(view, x, xs, BLK, cb, y, residual, relu);
+        self.exec(view, x, xs, BLK, cb, y, residual, relu, sq);
     }
 
     /// A strided 1×1 convolution (the downsample shortcut) is a 1×1/1 convolution of
@@ -374,7 +388,7 @@ impl ConvBlk {
     /// input), then run the flat path, whose tiles span rows (49 pixels of a 7×7 map in
     /// 4 tiles of 12–13 pixels × 2 blocks instead of 7 tiles of 7 × 3 blocks: fewer weight
     /// reloads from L2).
-    fn run_subsampled(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool) {
+    fn run_subsampled(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>) {
         let (oh, ow) = self.output_hw(xs.h, xs.w).expect("conv_blk: input smaller than the kernel");
         let ylen = xs.n * blocks(self.cout) * oh * ow * BLK;
         assert_eq!(y.len(), ylen, "conv_blk: output length");
@@ -403,7 +417,7 @@ impl ConvBlk {
             });
             let sub = Shape4::new(xs.n, xs.c, oh, ow);
             let v = XView { p: dst.as_ptr(), img: cb * oh * ow * BLK, cb: oh * ow * BLK, row: ow * BLK, col: BLK, ci: 1 };
-            self.exec_view(simd::level(), v, sub, 1, false, oh, ow, y, residual, relu);
+            self.exec_view(simd::level(), v, sub, 1, false, oh, ow, y, residual, relu, sq);
         });
     }
 
@@ -424,7 +438,7 @@ impl ConvBlk {
         assert_eq!(Some(x.len()), xs.len(), "conv_blk: input length");
         let (h, w, c) = (xs.h, xs.w, xs.c);
         let view = XView { p: x.as_ptr(), img: c * h * w, cb: 0, row: w, col: 1, ci: h * w };
-        self.exec(view, x, xs, 1, c, y, residual, relu);
+        self.exec(view, x, xs, 1, c, y, residual, relu, None);
     }
 
     /// The shared driver. `x` holds per image `ppi` planes of h×w pixels of `e` floats
@@ -433,7 +447,7 @@ impl ConvBlk {
     /// the left and zeros on the right, and in two-row mode also `pad` zero rows on top
     /// and zeros below (then every kernel row is valid for every output row).
     #[allow(clippy::too_many_arguments)]
-    fn exec(&self, view: XView, x: &[f32], xs: Shape4, e: usize, ppi: usize, y: &mut [f32], residual: Option<&[f32]>, relu: bool) {
+    fn exec(&self, view: XView, x: &[f32], xs: Shape4, e: usize, ppi: usize, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>) {
         let (oh, ow) = self.output_hw(xs.h, xs.w).expect("conv_blk: input smaller than the kernel");
         let cob = blocks(self.cout);
         let ylen = xs.n * cob * oh * ow * BLK;
@@ -447,7 +461,7 @@ impl ConvBlk {
         let level = simd::level();
         let (s, pad) = (self.stride, self.pad);
         if pad == 0 {
-            self.exec_view(level, view, xs, s, false, oh, ow, y, residual, relu);
+            self.exec_view(level, view, xs, s, false, oh, ow, y, residual, relu, sq);
             return;
         }
         let rows2 = self.rows2(level, oh, ow, e);
@@ -486,7 +500,7 @@ impl ConvBlk {
                 col: e,
                 ci: if e == BLK { 1 } else { hp * wp },
             };
-            self.exec_view(level, v, xs, s, rows2, oh, ow, y, residual, relu);
+            self.exec_view(level, v, xs, s, rows2, oh, ow, y, residual, relu, sq);
         });
     }
 
@@ -552,7 +566,7 @@ impl ConvBlk {
     /// or 1 on a pre-subsampled input).
     /// `rows2`: the view is padded vertically too (see [`ConvBlk::exec`]) and tiles span
     /// two output rows.
-    fn exec_view(&self, level: SimdLevel, v: XView, xs: Shape4, s: usize, rows2: bool, oh: usize, ow: usize, y: &mut [f32], residual: Option<&[f32]>, relu: bool) {
+    fn exec_view(&self, level: SimdLevel, v: XView, xs: Shape4, s: usize, rows2: bool, oh: usize, ow: usize, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>) {
         let cob = blocks(self.cout);
         // A 1×1/1 unpadded convolution is a product over pixels: treat each image as
         // one row of h·w pixels so that tiles never break at row ends.
@@ -617,6 +631,11 @@ impl ConvBlk {
         let xp = SyncPtr(v.p as *mut f32);
         let per_block = self.kh * self.kw * self.cpb * BLK;
         let (base, extra) = (eow / ntile, eow % ntile);
+        // Squeeze: one 16-lane partial sum per (image, output row, tile, output block),
+        // written by the task that stores those outputs.
+        let mut part = if sq.is_some() { vec![0.0f32; xs.n * eoh * ntile * cob * BLK] } else { Vec::new() };
+        let pp = SyncPtr(part.as_mut_ptr());
+        let want_sums = sq.is_some();
         // One tile: rows oy..oy+rh (rh = 2 only with two-row kernels), pixels of tile ti,
         // image n, output-block group gi.
         let run_rows = |n: usize, gi: usize, oy: usize, ti: usize, rh: usize| {
@@ -678,6 +697,25 @@ impl ConvBlk {
             // (image, group, item) belongs to exactly one task, so no two tasks write the
             // same output. The kernels are those of `level = simd::level()`.
             unsafe { f[rw - 1](&tile) };
+            if want_sums {
+                for r in 0..rh {
+                    for b in 0..nb {
+                        let ob = ob0 + b;
+                        let mut acc = [0.0f32; BLK];
+                        // SAFETY: the rw·16 outputs just written by this tile (row oy+r,
+                        // block ob); still in L1.
+                        let row = unsafe { std::slice::from_raw_parts(yp.get().add(n * y_img + ob * y_ob + ((oy + r) * eow + x0) * BLK), rw * BLK) };
+                        for px in row.chunks_exact(BLK) {
+                            for (a, v) in acc.iter_mut().zip(px) {
+                                *a += v;
+                            }
+                        }
+                        // SAFETY: slot (n, oy+r, ti, ob) belongs to this tile only.
+                        let slot = ((n * eoh + oy + r) * ntile + ti) * cob + ob;
+                        unsafe { std::ptr::copy_nonoverlapping(acc.as_ptr(), pp.get().add(slot * BLK), BLK) };
+                    }
+                }
+            }
         };
         let run_tile = |n: usize, gi: usize, item: usize| {
             let (r, ti) = (item / ntile, item % ntile);
@@ -712,5 +750,19 @@ impl ConvBlk {
                 }
             }
         });
+        if let Some(means) = sq {
+            // Fixed order (row, tile) per channel, in f64: independent of the tasks.
+            let inv = 1.0 / (oh * ow) as f64;
+            for n in 0..xs.n {
+                for c in 0..self.cout {
+                    let (ob, l) = (c / BLK, c % BLK);
+                    let mut acc = 0.0f64;
+                    for rt in 0..eoh * ntile {
+                        acc += part[((n * eoh * ntile + rt) * cob + ob) * BLK + l] as f64;
+                    }
+                    means[n * self.cout + c] = (acc * inv) as f32;
+                }
+            }
+        }
     }
 }
