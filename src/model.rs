@@ -6,7 +6,7 @@ use napi::bindgen_prelude::*;
 use napi::{Env, JsDeferred};
 use napi_derive::napi;
 use senet_kernels::graph::{Model, Op};
-use senet_kernels::nn::blocked::ConvBlk;
+use senet_kernels::nn::Conv;
 use senet_kernels::{pool, Shape4};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -63,7 +63,7 @@ fn convert(i: usize, s: OpSpec) -> Result<Op> {
             Op::Conv {
                 x: u(s.x, "x")?,
                 y: s.y as usize,
-                conv: ConvBlk::new(&weight, &bias, cin, cout, kh, kw, stride, pad, groups),
+                conv: Conv::new(&weight, &bias, cin, cout, kh, kw, stride, pad, groups),
                 residual: s.residual.map(|r| r as usize),
                 relu: s.relu.unwrap_or(false),
             }

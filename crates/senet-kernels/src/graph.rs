@@ -11,7 +11,8 @@
 //! [N, C], so no layout conversion pass runs in a normal SE-ResNet. Programs of other
 //! shapes still work: a value is converted where an op needs the other layout.
 
-use crate::nn::blocked::{self as blk, ConvBlk};
+use crate::nn::blocked as blk;
+use crate::nn::Conv;
 use crate::nn;
 use crate::se::{self, ScaleIo, SeWeights};
 use crate::{pool, Shape4};
@@ -19,7 +20,7 @@ use std::sync::Mutex;
 
 /// One operation (semantics as in `program.ts`). Slots are indices into the workspace.
 pub enum Op {
-    Conv { x: usize, y: usize, conv: ConvBlk, residual: Option<usize>, relu: bool },
+    Conv { x: usize, y: usize, conv: Conv, residual: Option<usize>, relu: bool },
     MaxPool { x: usize, y: usize, k: usize, stride: usize, pad: usize, ceil: bool },
     Se {
         x: usize,
@@ -60,7 +61,7 @@ fn report(times: &[(String, f64)]) {
     }
     let mut sorted: Vec<&(String, f64)> = times.iter().collect();
     sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
-    for (d, ms) in sorted.iter().take(12) {
+    for (d, ms) in sorted.iter().take(if std::env::var("SENET_PROFILE_ALL").is_ok() { usize::MAX } else { 12 }) {
         out += &format!("  {ms:>8.3} ms  {d}\n");
     }
     eprint!("{out}");

@@ -3,6 +3,8 @@
 //! - [`blocked`]: the channel-blocked (nChw16c) layout the executor runs the trunk in,
 //!   its direct convolution [`blocked::ConvBlk`] (weights prepacked once; bias, residual
 //!   and ReLU applied while the output tile is in registers), pooling, add and SE ops.
+//! - [`winograd`]: Winograd F(2×2,3×3) / F(4×4,3×3) for 3×3 stride-1 layers, same contract.
+//! - [`Conv`]: the per-layer choice between the two.
 //! - NCHW / plain ops: [`max_pool2d`], [`global_avg_pool`], [`linear`], [`add_relu`].
 //!
 //! Every op runs on the crate's one rayon pool ([`crate::pool`]) with the SIMD level of
@@ -11,10 +13,13 @@
 //! bitwise identical for any thread count.
 
 pub mod blocked;
+mod conv;
+pub mod winograd;
 mod eltwise;
 mod linear;
 mod pool2d;
 
+pub use conv::Conv;
 pub use eltwise::add_relu;
 pub use linear::linear;
 pub use pool2d::{global_avg_pool, max_pool2d, pool_output_size};

@@ -1,0 +1,98 @@
+//! [`Conv`]: the convolution the executor runs, choosing per layer between the direct
+//! blocked kernel and Winograd.
+
+use super::blocked::{blocks, squeeze_blk16, ConvBlk, BLK};
+use super::winograd::{ConvWino, WinoTile};
+use crate::Shape4;
+
+/// A convolution on Blk16 activations (contract of [`ConvBlk::run`]), built once per
+/// layer with one algorithm:
+/// - 3×3, stride 1, pad 1, one group (half of an SE-ResNet's multiply-adds): Winograd
+///   F(4×4,3×3) for layers of at most 128·128 channels, F(2×2,3×3) up to 256·256,
+///   measured 2.0–2.4× and 1.2–1.7× faster than the direct kernel there
+///   (`examples/winograd_speed.rs`); their transformed weights are 4× and 16/9× the
+///   direct ones, which is why the wide layers (512·512, also the ones where the direct
+///   kernel wins at batch 1) stay direct;
+/// - everything else: the direct kernel.
+pub enum Conv {
+    Direct(ConvBlk),
+    Winograd(ConvWino),
+}
+
+impl Conv {
+    /// Packs PyTorch weights `[cout, cin/groups, kh, kw]` and `bias [cout]` for the chosen
+    /// algorithm (panics on inconsistent sizes, as [`ConvBlk::new`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(weight: &[f32], bias: &[f32], cin: usize, cout: usize, kh: usize, kw: usize, stride: usize, pad: usize, groups: usize) -> Conv {
+        let winograd = kh == 3 && kw == 3 && stride == 1 && pad == 1 && groups == 1;
+        match cin * cout {
+            n if winograd && n <= 128 * 128 => Conv::Winograd(ConvWino::with_tile(weight, bias, cin, cout, WinoTile::F4)),
+            n if winograd && n <= 256 * 256 => Conv::Winograd(ConvWino::with_tile(weight, bias, cin, cout, WinoTile::F2)),
+            _ => Conv::Direct(ConvBlk::new(weight, bias, cin, cout, kh, kw, stride, pad, groups)),
+        }
+    }
+
+    pub fn cin(&self) -> usize {
+        match self {
+            Conv::Direct(c) => c.cin(),
+            Conv::Winograd(c) => c.cin(),
+        }
+    }
+
+    pub fn cout(&self) -> usize {
+        match self {
+            Conv::Direct(c) => c.cout(),
+            Conv::Winograd(c) => c.cout(),
+        }
+    }
+
+    pub fn output_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        match self {
+            Conv::Direct(c) => c.output_hw(h, w),
+            Conv::Winograd(c) => c.output_hw(h, w),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Conv::Direct(c) => c.describe(),
+            Conv::Winograd(c) => c.describe(),
+        }
+    }
+
+    /// Whether [`Conv::run_nchw`] applies (the direct kernel's NCHW-input path).
+    pub fn takes_nchw(&self) -> bool {
+        matches!(self, Conv::Direct(c) if c.takes_nchw())
+    }
+
+    /// [`ConvBlk::run`] with the layer's algorithm.
+    pub fn run(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool) {
+        match self {
+            Conv::Direct(c) => c.run(x, xs, y, residual, relu),
+            Conv::Winograd(c) => c.run(x, xs, y, residual, relu),
+        }
+    }
+
+    /// [`ConvBlk::run_squeeze`]: the output and its channel means (fused into the direct
+    /// kernel's tiles; a separate pass after Winograd).
+    pub fn run_squeeze(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, means: &mut [f32]) {
+        match self {
+            Conv::Direct(c) => c.run_squeeze(x, xs, y, residual, relu, means),
+            Conv::Winograd(c) => {
+                c.run(x, xs, y, residual, relu);
+                let (oh, ow) = c.output_hw(xs.h, xs.w).expect("checked by run");
+                let ys = Shape4::new(xs.n, c.cout(), oh, ow);
+                debug_assert_eq!(y.len(), xs.n * blocks(c.cout()) * BLK * oh * ow);
+                squeeze_blk16(y, ys, means);
+            }
+        }
+    }
+
+    /// [`ConvBlk::run_nchw`] (panics unless [`Conv::takes_nchw`]).
+    pub fn run_nchw(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool) {
+        match self {
+            Conv::Direct(c) => c.run_nchw(x, xs, y, residual, relu),
+            Conv::Winograd(_) => panic!("conv: NCHW input only on the direct kernel's stem path"),
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! `nn::winograd::ConvWino` (F(2,3) and F(4,3)) against a float64 direct convolution, on
+//! every SIMD level the CPU has, bitwise identical across thread counts 1, 2, 3.
+//!
+//! **Tolerance.** Measured as |y − y_ref| / Σ|terms| (Σ|terms| = Σ|x·w| + |bias| +
+//! |residual|, the float64 reference's absolute sum, as in tests/blocked.rs).
+//! Direct float32 convolution is bounded by 2·(K+2)·u·Σ|terms| (K = 9·cin). Winograd adds
+//! transform roundings and, more importantly, computes with intermediate values whose
+//! magnitudes exceed the direct terms: the input transform sums ≤ 4 (F2) inputs with
+//! coefficients ±1 (F4: up to 5), the weight transform ≤ 9 weights with coefficients
+//! ≤ 1/4 (F2; F4: ≤ 1), the output transform ≤ 9 (F2; F4: up to 8·8 = 64) GEMM results.
+//! A first-order bound is therefore c_T·K·u·Σ|terms| with c_T ≈ 1 (F2) to ~100 (F4) in
+//! the worst case; on random data errors add like a random walk and the measured ratio
+//! (printed by `winograd_error_report`) is far smaller. We assert
+//! - F2: err ≤ 2·(K + 2)·u·Σ|terms| · 4   (4× the direct bound; measured max ≈ 0.1× it),
+//! - F4: err ≤ 2·(K + 2)·u·Σ|terms| · 32,
+//!
+//! and that the max ratio over all cases stays ≤ 1e-6 for F2 and ≤ 2e-5 for F4 (measured
+//! 1.3e-7 and 2.6e-6: ~8× margin; the brief's limit for F2 is 1e-4).
+
+use senet_kernels::nn::blocked::{blk16_len, blk16_to_nchw, nchw_to_blk16, ConvBlk};
+use senet_kernels::nn::winograd::{ConvWino, WinoTile};
+use senet_kernels::{pool, simd, Shape4};
+
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+struct Rng(u64);
+impl Rng {
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                ((self.0 >> 40) as f64 / (1u64 << 23) as f64 - 1.0) as f32
+            })
+            .collect()
+    }
+}
+
+fn same_for_thread_counts(f: impl Fn() -> Vec<f32>) -> Vec<f32> {
+    let prev = pool::num_threads();
+    let mut first: Option<Vec<f32>> = None;
+    for t in [1, 2, 3] {
+        pool::set_num_threads(t).unwrap();
+        let y = f();
+        match &first {
+            None => first = Some(y),
+            Some(y1) => assert!(
+                y1.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "result differs between 1 and {t} threads"
+            ),
+        }
+    }
+    pool::set_num_threads(prev).unwrap();
+    first.unwrap()
+}
+
+fn to_blk(x: &[f32], s: Shape4) -> Vec<f32> {
+    let mut y = vec![f32::NAN; blk16_len(s)];
+    nchw_to_blk16(x, s, &mut y);
+    y
+}
+
+fn from_blk(x: &[f32], s: Shape4) -> Vec<f32> {
+    let mut y = vec![f32::NAN; s.len().unwrap()];
+    blk16_to_nchw(x, s, &mut y);
+    y
+}
+
+fn assert_zero_padding(x: &[f32], s: Shape4, what: &str) {
+    let cb = s.c.div_ceil(16);
+    for (i, &v) in x.iter().enumerate() {
+        let (lane, blk) = (i % 16, (i / (16 * s.h * s.w)) % cb);
+        if blk * 16 + lane >= s.c {
+            assert_eq!(v.to_bits(), 0, "{what}: padding lane at {i} is {v}");
+        }
+    }
+}
+
+/// 3×3/1 pad 1 convolution in float64: (conv + bias, Σ|x·w| + |bias|), NCHW.
+#[allow(clippy::too_many_arguments)]
+fn conv_ref(n: usize, cin: usize, cout: usize, h: usize, w: usize, x: &[f32], wt: &[f32], b: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    let mut y = vec![0.0; n * cout * h * w];
+    let mut bound = vec![0.0; y.len()];
+    let wd: Vec<f64> = wt.iter().map(|&v| v as f64).collect();
+    let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    for nn in 0..n {
+        for co in 0..cout {
+            for oy in 0..h {
+                for ox in 0..w {
+                    let mut s = b[co] as f64;
+                    let mut a = s.abs();
+                    for ci in 0..cin {
+                        let xp = &xd[(nn * cin + ci) * h * w..][..h * w];
+                        let wp = &wd[(co * cin + ci) * 9..][..9];
+                        for ky in 0..3 {
+                            let iy = oy as isize + ky as isize - 1;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for kx in 0..3 {
+                                let ix = ox as isize + kx as isize - 1;
+                                if ix < 0 || ix >= w as isize {
+                                    continue;
+                                }
+                                let t = xp[iy as usize * w + ix as usize] * wp[ky * 3 + kx];
+                                s += t;
+                                a += t.abs();
+                            }
+                        }
+                    }
+                    let i = ((nn * cout + co) * h + oy) * w + ox;
+                    y[i] = s;
+                    bound[i] = a;
+                }
+            }
+        }
+    }
+    (y, bound)
+}
+
+/// (n, cin, cout, h, w)
+const CASES: &[(usize, usize, usize, usize, usize)] = &[
+    (1, 20, 24, 5, 7),   // channel tails in and out, odd map
+    (3, 16, 16, 1, 1),   // 1×1 map: a single partial tile
+    (1, 20, 24, 2, 3),   // one row of tiles, partial in F4
+    (3, 40, 40, 9, 11),  // 3 output blocks: a 2-block and a 1-block group
+    (2, 64, 48, 13, 6),  // odd rows
+    (1, 64, 64, 56, 56), // seresnet50 stage 1
+    (3, 64, 64, 56, 56),
+    (1, 128, 128, 28, 28),
+    (3, 128, 128, 28, 28),
+    (1, 256, 256, 14, 14),
+    (3, 256, 256, 14, 14),
+    (1, 512, 512, 7, 7),
+    (3, 512, 512, 7, 7),
+    (2, 512, 48, 5, 9), // F4: ξ-outer GEMMs with a 1-block group
+];
+
+/// Runs every case on the current level; returns the max err/Σ|terms| per tile kind.
+fn run_cases(check: bool) -> [f64; 2] {
+    let mut worst = [0.0f64; 2];
+    for (i, &(n, cin, cout, h, w)) in CASES.iter().enumerate() {
+        let mut rng = Rng(0x3a3a + i as u64);
+        let x = rng.vec(n * cin * h * w);
+        let wt = rng.vec(cout * cin * 9);
+        let b = rng.vec(cout);
+        let xs = Shape4::new(n, cin, h, w);
+        let ys = Shape4::new(n, cout, h, w);
+        let res = rng.vec(ys.len().unwrap());
+        let (xb, rb) = (to_blk(&x, xs), to_blk(&res, ys));
+        let (base, base_bound) = conv_ref(n, cin, cout, h, w, &x, &wt, &b);
+        let big = cin * h * w >= 64 * 28 * 28;
+        let combos: &[(bool, bool)] = if big { &[(false, false), (true, true)] } else { &[(false, false), (false, true), (true, false), (true, true)] };
+        for (ti, tile) in [WinoTile::F2, WinoTile::F4].into_iter().enumerate() {
+            let conv = ConvWino::with_tile(&wt, &b, cin, cout, tile);
+            for &(with_res, relu) in combos {
+                let r = with_res.then_some(&rb[..]);
+                let y = same_for_thread_counts(|| {
+                    let mut y = vec![f32::NAN; blk16_len(ys)];
+                    conv.run(&xb, xs, &mut y, r, relu);
+                    y
+                });
+                let what = format!("case {i} {:?} {tile:?} res={with_res} relu={relu} level={:?}", (n, cin, cout, h, w), simd::level());
+                assert_zero_padding(&y, ys, &what);
+                let got = from_blk(&y, ys);
+                let k = 9 * cin;
+                let factor = if tile == WinoTile::F2 { 4.0 } else { 32.0 };
+                let tol_factor = 2.0 * (k + 2) as f64 * U * factor;
+                for j in 0..got.len() {
+                    let mut want = base[j];
+                    let mut bound = base_bound[j];
+                    if with_res {
+                        want += res[j] as f64;
+                        bound += (res[j] as f64).abs();
+                    }
+                    if relu {
+                        want = want.max(0.0);
+                    }
+                    let err = (got[j] as f64 - want).abs();
+                    worst[ti] = worst[ti].max(err / bound);
+                    if check {
+                        assert!(err <= tol_factor * bound + 1e-30, "{what}: element {j}: got {}, want {want} (tol {:e})", got[j], tol_factor * bound);
+                    }
+                }
+            }
+        }
+    }
+    if check {
+        assert!(worst[0] <= 1e-6, "F2 relative error {:e}", worst[0]);
+        assert!(worst[1] <= 2e-5, "F4 relative error {:e}", worst[1]);
+    }
+    worst
+}
+
+#[test]
+fn conv_wino_matches_reference_on_every_level() {
+    simd::for_each_level(|l| {
+        let w = run_cases(true);
+        eprintln!("level {l:?}: max |err|/Σ|terms|: F2 {:.2e}, F4 {:.2e}", w[0], w[1]);
+    });
+}
+
+/// Winograd against the blocked direct convolution (float32 both): same outputs up to
+/// rounding; and the API basics.
+#[test]
+fn conv_wino_agrees_with_conv_blk() {
+    let (n, cin, cout, h, w) = (2, 48, 40, 10, 9);
+    let mut rng = Rng(77);
+    let x = rng.vec(n * cin * h * w);
+    let wt = rng.vec(cout * cin * 9);
+    let b = rng.vec(cout);
+    let xs = Shape4::new(n, cin, h, w);
+    let ys = Shape4::new(n, cout, h, w);
+    let xb = to_blk(&x, xs);
+    let blk = ConvBlk::new(&wt, &b, cin, cout, 3, 3, 1, 1, 1);
+    let wino = ConvWino::new(&wt, &b, cin, cout);
+    assert_eq!(wino.output_hw(h, w), blk.output_hw(h, w));
+    assert_eq!((wino.cin(), wino.cout()), (cin, cout));
+    let mut y1 = vec![0.0; blk16_len(ys)];
+    let mut y2 = vec![0.0; blk16_len(ys)];
+    blk.run(&xb, xs, &mut y1, None, true);
+    wino.run(&xb, xs, &mut y2, None, true);
+    let d = y1.iter().zip(&y2).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(d < 1e-3, "max difference {d}");
+}
