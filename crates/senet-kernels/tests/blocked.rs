@@ -502,3 +502,35 @@ fn conv_blk_run_squeeze_means_match_output() {
         }
     });
 }
+
+/// Scale outputs of 16 MiB and more are written with non-temporal stores: exact
+/// `act(x·g + r)` (one multiply, one add: the f32 result is the correctly rounded
+/// reference of those two operations) on every level, into an aligned buffer.
+#[test]
+fn se_scale_blk16_streaming_is_exact() {
+    simd::for_each_level(|_| {
+        let xs = Shape4::new(4, 256, 64, 64); // 16.8 MB in Blk16
+        let mut rng = Rng(77);
+        let len = blk16_len(xs);
+        let x = to_blk(&rng.vec(xs.len().unwrap()), xs);
+        let r = to_blk(&rng.vec(xs.len().unwrap()), xs);
+        let g = rng.vec(xs.n * xs.c);
+        // 64-byte aligned output (the executor's buffers are).
+        let mut buf = vec![0.0f32; len + 16];
+        let off = buf.as_ptr().align_offset(64);
+        let y = &mut buf[off..off + len];
+        se_scale_blk16(ScaleIo::Out { x: &x, residual: Some(&r), out: y }, xs, &g, true);
+        let cb = xs.c / 16;
+        for n in 0..xs.n {
+            for b in 0..cb {
+                for p in 0..xs.h * xs.w {
+                    for l in 0..16 {
+                        let i = ((n * cb + b) * xs.h * xs.w + p) * 16 + l;
+                        let want = (x[i] * g[n * xs.c + b * 16 + l] + r[i]).max(0.0);
+                        assert_eq!(y[i].to_bits(), want.to_bits(), "element {i}");
+                    }
+                }
+            }
+        }
+    });
+}

@@ -7,7 +7,7 @@ use super::{blk16_len, blocks, BLK};
 use crate::nn::{for_each_task, pool_output_size, SyncPtr};
 use crate::se::{self, ScaleIo, SeWeights};
 use crate::simd;
-use crate::vec::{simd_dispatch, Vf32};
+use crate::vec::{simd_dispatch, stream_fence, Vf32};
 use crate::Shape4;
 
 /// Max pooling k×k, `stride`, `pad` (padding counts as −∞), floor or ceil output size
@@ -213,6 +213,10 @@ fn scale_in(x: *const f32, r: *const f32, y: *mut f32, xs: Shape4, gates: &[f32]
     let per = (crate::pool::PAR_GRAIN / (hw * BLK).max(1)).clamp(1, planes.max(1));
     let tasks = planes.div_ceil(per);
     let level = simd::level();
+    // Outputs too large for the cache (batch 8 at 56×56: 26 MB) are written with
+    // non-temporal stores, saving the read-for-ownership of every line; planes are
+    // 64-byte multiples, so an aligned y keeps every store aligned.
+    let stream = planes * hw * BLK * 4 >= STREAM_MIN_BYTES && (y as usize) % 64 == 0;
     let (xp, rp, yp) = (SyncPtr(x as *mut f32), SyncPtr(r as *mut f32), SyncPtr(y));
     for_each_task(tasks, planes * hw * BLK >= 2 * crate::pool::PAR_GRAIN, |t| {
         for p in t * per..((t + 1) * per).min(planes) {
@@ -220,10 +224,16 @@ fn scale_in(x: *const f32, r: *const f32, y: *mut f32, xs: Shape4, gates: &[f32]
             let rp = if rp.get().is_null() { std::ptr::null() } else { unsafe { rp.get().add(off) as *const f32 } };
             // SAFETY: plane p (hw·16 floats at off) is written by this task only, and
             // read (x, r) only at the indices it writes, so exact aliasing is fine.
-            unsafe { scale_plane(level, xp.get().add(off), rp, yp.get().add(off), hw, gates[p * BLK..].as_ptr(), relu) };
+            unsafe { scale_plane(level, xp.get().add(off), rp, yp.get().add(off), hw, gates[p * BLK..].as_ptr(), relu, stream) };
+        }
+        if stream {
+            stream_fence();
         }
     });
 }
+
+/// Output size from which the scale streams its stores (see `se.rs`).
+const STREAM_MIN_BYTES: usize = 16 << 20;
 
 /// `scale_plane_k` for `level`.
 ///
@@ -231,28 +241,28 @@ fn scale_in(x: *const f32, r: *const f32, y: *mut f32, xs: Shape4, gates: &[f32]
 /// x, y (and r unless null) cover `hw·16` floats, g 16; y may equal x or r exactly.
 /// `level` comes from `simd::level()` (the CPU supports it).
 #[allow(clippy::too_many_arguments)]
-unsafe fn scale_plane(level: simd::SimdLevel, x: *const f32, r: *const f32, y: *mut f32, hw: usize, g: *const f32, relu: bool) {
+unsafe fn scale_plane(level: simd::SimdLevel, x: *const f32, r: *const f32, y: *mut f32, hw: usize, g: *const f32, relu: bool, stream: bool) {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn avx512(x: *const f32, r: *const f32, y: *mut f32, hw: usize, g: *const f32, relu: bool) {
-        scale_plane_k::<crate::vec::Avx512>(x, r, y, hw, g, relu)
+    unsafe fn avx512(x: *const f32, r: *const f32, y: *mut f32, hw: usize, g: *const f32, relu: bool, stream: bool) {
+        scale_plane_k::<crate::vec::Avx512>(x, r, y, hw, g, relu, stream)
     }
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2(x: *const f32, r: *const f32, y: *mut f32, hw: usize, g: *const f32, relu: bool) {
-        scale_plane_k::<crate::vec::Avx2>(x, r, y, hw, g, relu)
+    unsafe fn avx2(x: *const f32, r: *const f32, y: *mut f32, hw: usize, g: *const f32, relu: bool, stream: bool) {
+        scale_plane_k::<crate::vec::Avx2>(x, r, y, hw, g, relu, stream)
     }
     match level {
         #[cfg(target_arch = "x86_64")]
-        simd::SimdLevel::Avx512 => avx512(x, r, y, hw, g, relu),
+        simd::SimdLevel::Avx512 => avx512(x, r, y, hw, g, relu, stream),
         #[cfg(target_arch = "x86_64")]
-        simd::SimdLevel::Avx2 => avx2(x, r, y, hw, g, relu),
-        _ => scale_plane_k::<f32>(x, r, y, hw, g, relu),
+        simd::SimdLevel::Avx2 => avx2(x, r, y, hw, g, relu, stream),
+        _ => scale_plane_k::<f32>(x, r, y, hw, g, relu, stream),
     }
 }
 
 #[inline(always)]
-unsafe fn scale_plane_k<V: Vf32>(x: *const f32, r: *const f32, y: *mut f32, hw: usize, g: *const f32, relu: bool) {
+unsafe fn scale_plane_k<V: Vf32>(x: *const f32, r: *const f32, y: *mut f32, hw: usize, g: *const f32, relu: bool, stream: bool) {
     for p in 0..hw {
         for v in 0..BLK / V::LANES {
             let o = p * BLK + v * V::LANES;
@@ -263,7 +273,11 @@ unsafe fn scale_plane_k<V: Vf32>(x: *const f32, r: *const f32, y: *mut f32, hw: 
             if relu {
                 a = a.max(V::zero());
             }
-            a.store(y.add(o));
+            if stream {
+                a.store_stream(y.add(o));
+            } else {
+                a.store(y.add(o));
+            }
         }
     }
 }
