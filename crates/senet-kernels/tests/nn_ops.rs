@@ -2,45 +2,10 @@
 //! bitwise-identical across thread counts 1, 2, 3.
 
 use senet_kernels::nn::{add_relu, global_avg_pool, linear, max_pool2d, pool_output_size};
-use senet_kernels::{pool, simd, Shape4};
+use senet_kernels::{simd, Shape4};
 
-/// float32 unit roundoff.
-const U: f64 = 1.0 / (1u64 << 24) as f64;
-
-/// Deterministic xorshift values in [-1, 1).
-struct Rng(u64);
-impl Rng {
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                self.0 ^= self.0 << 13;
-                self.0 ^= self.0 >> 7;
-                self.0 ^= self.0 << 17;
-                ((self.0 >> 40) as f64 / (1u64 << 23) as f64 - 1.0) as f32
-            })
-            .collect()
-    }
-}
-
-/// Runs `f` at thread counts 1, 2, 3 and asserts the outputs are bitwise equal; returns
-/// the first. Restores the thread count.
-fn same_for_thread_counts(f: impl Fn() -> Vec<f32>) -> Vec<f32> {
-    let prev = pool::num_threads();
-    let mut first: Option<Vec<f32>> = None;
-    for t in [1, 2, 3] {
-        pool::set_num_threads(t).unwrap();
-        let y = f();
-        match &first {
-            None => first = Some(y),
-            Some(y1) => assert!(
-                y1.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "result differs between 1 and {t} threads"
-            ),
-        }
-    }
-    pool::set_num_threads(prev).unwrap();
-    first.unwrap()
-}
+mod common;
+use common::*;
 
 
 /// Returns (y, bound): the float64 result and Σ|terms| per output, for the tolerance.

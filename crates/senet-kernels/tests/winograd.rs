@@ -17,65 +17,13 @@
 //! and that the max ratio over all cases stays ≤ 1e-6 for F2 and ≤ 2e-5 for F4 (measured
 //! 1.3e-7 and 2.6e-6: ~8× margin; the brief's limit for F2 is 1e-4).
 
-use senet_kernels::nn::blocked::{blk16_len, blk16_to_nchw, nchw_to_blk16, ConvBlk};
+use senet_kernels::nn::blocked::{blk16_len, ConvBlk};
 use senet_kernels::nn::winograd::{ConvWino, WinoTile};
-use senet_kernels::{pool, simd, Shape4};
+use senet_kernels::{simd, Shape4};
 
-const U: f64 = 1.0 / (1u64 << 24) as f64;
+mod common;
+use common::*;
 
-struct Rng(u64);
-impl Rng {
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                self.0 ^= self.0 << 13;
-                self.0 ^= self.0 >> 7;
-                self.0 ^= self.0 << 17;
-                ((self.0 >> 40) as f64 / (1u64 << 23) as f64 - 1.0) as f32
-            })
-            .collect()
-    }
-}
-
-fn same_for_thread_counts(f: impl Fn() -> Vec<f32>) -> Vec<f32> {
-    let prev = pool::num_threads();
-    let mut first: Option<Vec<f32>> = None;
-    for t in [1, 2, 3] {
-        pool::set_num_threads(t).unwrap();
-        let y = f();
-        match &first {
-            None => first = Some(y),
-            Some(y1) => assert!(
-                y1.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "result differs between 1 and {t} threads"
-            ),
-        }
-    }
-    pool::set_num_threads(prev).unwrap();
-    first.unwrap()
-}
-
-fn to_blk(x: &[f32], s: Shape4) -> Vec<f32> {
-    let mut y = vec![f32::NAN; blk16_len(s)];
-    nchw_to_blk16(x, s, &mut y);
-    y
-}
-
-fn from_blk(x: &[f32], s: Shape4) -> Vec<f32> {
-    let mut y = vec![f32::NAN; s.len().unwrap()];
-    blk16_to_nchw(x, s, &mut y);
-    y
-}
-
-fn assert_zero_padding(x: &[f32], s: Shape4, what: &str) {
-    let cb = s.c.div_ceil(16);
-    for (i, &v) in x.iter().enumerate() {
-        let (lane, blk) = (i % 16, (i / (16 * s.h * s.w)) % cb);
-        if blk * 16 + lane >= s.c {
-            assert_eq!(v.to_bits(), 0, "{what}: padding lane at {i} is {v}");
-        }
-    }
-}
 
 /// 3×3/1 pad 1 convolution in float64: (conv + bias, Σ|x·w| + |bias|), NCHW.
 #[allow(clippy::too_many_arguments)]
