@@ -60,6 +60,21 @@ fn with_io<R>(
     }
 }
 
+/// Checks an activation `x` of shape [n, c, h, w] and the `residual` / `out` buffers of
+/// the same length.
+#[allow(clippy::too_many_arguments)]
+fn activation(x: &[f32], residual: Option<&[f32]>, out: Option<&[f32]>, n: u32, c: u32, h: u32, w: u32) -> Result<Shape4> {
+    let (s, len) = args::shape(n, c, h, w)?;
+    check_len("x", x.len(), len)?;
+    if let Some(r) = residual {
+        check_len("residual", r.len(), len)?;
+    }
+    if let Some(o) = out {
+        check_len("out", o.len(), len)?;
+    }
+    Ok(s)
+}
+
 fn result(y: Option<Vec<f32>>) -> Option<Float32Array> {
     y.map(Float32Array::new)
 }
@@ -150,15 +165,8 @@ pub fn scale(
     relu: bool,
     mut out: Option<Float32ArraySlice>,
 ) -> Result<Option<Float32Array>> {
-    let (s, len) = args::shape(n, c, h, w)?;
-    check_len("x", x.len(), len)?;
+    let s = activation(&x, residual.as_deref(), out.as_deref(), n, c, h, w)?;
     check_len("gates", gates.len(), s.n * s.c)?;
-    if let Some(r) = &residual {
-        check_len("residual", r.len(), len)?;
-    }
-    if let Some(o) = &out {
-        check_len("out", o.len(), len)?;
-    }
     let layout = args::layout(nhwc);
     // Gates are tiny: copy them if they alias the output.
     let g: Vec<f32>;
@@ -193,14 +201,7 @@ pub fn se_block(
     relu: bool,
     mut out: Option<Float32ArraySlice>,
 ) -> Result<Option<Float32Array>> {
-    let (s, len) = args::shape(n, c, h, w)?;
-    check_len("x", x.len(), len)?;
-    if let Some(r) = &residual {
-        check_len("residual", r.len(), len)?;
-    }
-    if let Some(o) = &out {
-        check_len("out", o.len(), len)?;
-    }
+    let s = activation(&x, residual.as_deref(), out.as_deref(), n, c, h, w)?;
     // Weights may alias `out` (an odd but legal call): copy them then.
     let aliased = |a: &[f32]| out.as_ref().is_some_and(|o| overlaps(a, o));
     let own = |a: &Float32ArraySlice| aliased(a).then(|| a.to_vec());
@@ -261,11 +262,7 @@ pub fn se_block_async<'env>(
     residual: Option<Float32ArraySlice>,
     relu: bool,
 ) -> Result<Object<'env>> {
-    let (s, len) = args::shape(n, c, h, w)?;
-    check_len("x", x.len(), len)?;
-    if let Some(r) = &residual {
-        check_len("residual", r.len(), len)?;
-    }
+    let s = activation(&x, residual.as_deref(), None, n, c, h, w)?;
     weights(s.c, &w1, b1.as_deref(), &w2, b2.as_deref())?;
     let job = SeJob {
         x: x.to_vec(),
