@@ -54,6 +54,9 @@ pub(super) struct Tile {
     pub x_orow: usize,
     pub y_orow: usize,
     pub relu: bool,
+    /// Software prefetch of the weights this many input blocks ahead (0: none), for
+    /// long 1×1 reductions whose weights stream from L2.
+    pub pf: usize,
 }
 
 /// A compiled tile kernel.
@@ -81,6 +84,10 @@ unsafe fn tile_k<V: Vf32, const RH: usize, const RW: usize, const NV: usize, con
     let mut acc = [[[V::zero(); NV]; RW]; RH];
     let (kw, nky) = (t.kw, t.nky);
     for cb in 0..t.ncb {
+        // Prefetch only inside this tile's weights (an address past the buffer may be
+        // unmapped, and a prefetch there costs a page walk).
+        #[cfg(target_arch = "x86_64")]
+        let pf = t.pf != 0 && cb + t.pf < t.ncb;
         for ky in 0..nky {
             let xr = t.x.add(cb * t.x_cb + ky * t.x_row);
             let wr = t.w.add(cb * t.w_cb + ky * t.w_ky);
@@ -89,6 +96,13 @@ unsafe fn tile_k<V: Vf32, const RH: usize, const RW: usize, const NV: usize, con
                 let wk = wr.add(kx * cpb * NV * V::LANES);
                 for ci in 0..cpb {
                     let wc = wk.add(ci * NV * V::LANES);
+                    #[cfg(target_arch = "x86_64")]
+                    if pf {
+                        // One cache line per 16 weights, `pf` input blocks ahead.
+                        for j in 0..NV * V::LANES / 16 {
+                            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(wc.add(t.pf * t.w_cb + j * 16) as *const i8);
+                        }
+                    }
                     let mut wv = [V::zero(); NV];
                     for (j, v) in wv.iter_mut().enumerate() {
                         *v = V::load(wc.add(j * V::LANES));
@@ -154,7 +168,8 @@ macro_rules! table {
 }
 
 /// AVX-512 tables per (NB, pixel stride 16 / 32 / runtime). Register budget: RW·NB
-/// accumulators + NB weights + 1 broadcast ≤ 32 (7×4 would need 33 and spills).
+/// accumulators + NB weights + 1 broadcast ≤ 32 (7×4 would need 33 and spills; 6×4 is
+/// for 1×1 layers with short reductions).
 #[cfg(target_arch = "x86_64")]
 macro_rules! avx512_tables {
     ($name:ident, $nv:literal, [$($rw:literal),*]) => {
@@ -172,6 +187,8 @@ avx512_tables!(AVX512_NB2, 2, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
 #[cfg(target_arch = "x86_64")]
 avx512_tables!(AVX512_NB3, 3, [1, 2, 3, 4, 5, 6, 7, 8]);
 #[cfg(target_arch = "x86_64")]
+avx512_tables!(AVX512_NB4, 4, [1, 2, 3, 4, 5, 6]);
+#[cfg(target_arch = "x86_64")]
 static AVX512_NB2_ROWS2: [&[TileFn]; 3] = [
     table!(avx512_rows2, 2, 16, [1, 2, 3, 4, 5, 6, 7]),
     table!(avx512_rows2, 2, 32, [1, 2, 3, 4, 5, 6, 7]),
@@ -186,7 +203,7 @@ static SCALAR_NB1: &[TileFn] = table!(scalar, 16, [1, 2, 3, 4]);
 pub(super) fn block_counts(level: SimdLevel) -> &'static [usize] {
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => &[3, 2, 1],
+        SimdLevel::Avx512 => &[4, 3, 2, 1],
         _ => &[1],
     }
 }
@@ -215,6 +232,8 @@ fn px_index(px: usize, cpb: usize) -> usize {
 pub(super) fn kernels(level: SimdLevel, nb: usize, px: usize, cpb: usize) -> &'static [TileFn] {
     let pi = px_index(px, cpb);
     match (level, nb) {
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx512, 4) => AVX512_NB4[pi],
         #[cfg(target_arch = "x86_64")]
         (SimdLevel::Avx512, 3) => AVX512_NB3[pi],
         #[cfg(target_arch = "x86_64")]
