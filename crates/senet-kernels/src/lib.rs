@@ -2,6 +2,7 @@
 //! multithreaded on one owned rayon pool. No N-API here; the binding crate (`src/`)
 //! only validates, converts and dispatches.
 
+mod aligned;
 pub mod graph;
 pub mod mem;
 pub mod nn;

@@ -21,6 +21,7 @@
 //! layers with 56×56 maps). Packed weights and scratch are aligned internally. Any
 //! alignment is correct.
 
+use crate::aligned::{aligned_offset, Aligned};
 use super::{for_each_task, SyncPtr};
 use crate::simd::{self, SimdLevel};
 use crate::Shape4;
@@ -156,36 +157,6 @@ pub struct ConvBlk {
     packs: RwLock<[Option<Arc<Aligned>>; 5]>,
     /// `16·⌈cout/16⌉` values, zero padded.
     bias: Aligned,
-}
-
-/// A zeroed float buffer whose first element is 64-byte aligned (one cache line, one
-/// zmm), so that no vector load of packed weights straddles two lines: `Vec<f32>` only
-/// promises 4 bytes, and glibc's large blocks start 16 bytes past a page boundary, which
-/// made every weight load a split load.
-struct Aligned {
-    v: Vec<f32>,
-    off: usize,
-    len: usize,
-}
-
-impl Aligned {
-    fn zeroed(len: usize) -> Aligned {
-        let v = vec![0.0f32; len + 15];
-        let off = aligned_offset(&v);
-        Aligned { v, off, len }
-    }
-    fn as_slice(&self) -> &[f32] {
-        &self.v[self.off..self.off + self.len]
-    }
-    fn as_mut_slice(&mut self) -> &mut [f32] {
-        &mut self.v[self.off..self.off + self.len]
-    }
-}
-
-/// Index of the first 64-byte-aligned element of `v` (< 16 when v has ≥ 16 elements).
-fn aligned_offset(v: &[f32]) -> usize {
-    let addr = v.as_ptr() as usize;
-    (addr.wrapping_neg() % 64) / 4
 }
 
 /// The thread's scratch buffer with at least `need` floats from a 64-byte-aligned start:

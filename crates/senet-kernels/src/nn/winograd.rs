@@ -43,6 +43,7 @@
 //! changes which task does it, so results are bitwise identical for any
 //! thread count, tiling and loop order.
 
+use crate::aligned::{aligned_offset, Aligned};
 use super::blocked::{blk16_len, blocks, BLK};
 use super::for_each_task;
 use crate::simd::{self, SimdLevel};
@@ -87,32 +88,6 @@ impl WinoTile {
             ],
         }
     }
-}
-
-/// A zeroed float buffer whose first element is 64-byte aligned (the pattern of
-/// `blocked.rs`'s `Aligned`).
-struct Aligned {
-    v: Vec<f32>,
-    off: usize,
-    len: usize,
-}
-
-impl Aligned {
-    fn zeroed(len: usize) -> Aligned {
-        let v = vec![0.0f32; len + 15];
-        let off = aligned_offset(&v);
-        Aligned { v, off, len }
-    }
-    fn as_slice(&self) -> &[f32] {
-        &self.v[self.off..self.off + self.len]
-    }
-    fn as_mut_slice(&mut self) -> &mut [f32] {
-        &mut self.v[self.off..self.off + self.len]
-    }
-}
-
-fn aligned_offset(v: &[f32]) -> usize {
-    ((v.as_ptr() as usize).wrapping_neg() % 64) / 4
 }
 
 thread_local! {
@@ -695,7 +670,7 @@ impl ConvWino {
     fn xi_outer(&self) -> bool {
         match tunables().xi {
             Some(v) => v,
-            None => self.u.len > 3 << 18,
+            None => self.u.as_slice().len() > 3 << 18,
         }
     }
 
