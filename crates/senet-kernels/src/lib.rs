@@ -3,6 +3,7 @@
 //! only validates, converts and dispatches.
 
 mod aligned;
+pub mod array;
 pub mod graph;
 pub mod mem;
 pub mod nn;
