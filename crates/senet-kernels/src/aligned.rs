@@ -31,3 +31,26 @@ pub(crate) fn aligned_offset(v: &[f32]) -> usize {
     let addr = v.as_ptr() as usize;
     (addr.wrapping_neg() % 64) / 4
 }
+
+/// `f(scratch)` with at least `need` floats of the thread's buffer `key` from a
+/// 64-byte-aligned start. The buffer grows to the largest request and is reused; a
+/// nested call on the same thread (none today) gets a fresh allocation, not a panic.
+pub(crate) fn with_scratch<R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>,
+    need: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    key.with(|buf| {
+        let mut own = Vec::new();
+        let mut guard = buf.try_borrow_mut();
+        let dst: &mut Vec<f32> = match guard.as_deref_mut() {
+            Ok(b) => b,
+            Err(_) => &mut own,
+        };
+        if dst.len() < need + 16 {
+            dst.resize(need + 16, 0.0);
+        }
+        let off = aligned_offset(dst);
+        f(&mut dst[off..off + need])
+    })
+}

@@ -123,18 +123,11 @@ fn conv_ref(c: &ConvCase, x: &[f32], wt: &[f32], b: &[f32], res: Option<&[f32]>,
     (y, bound)
 }
 
-/// Float32 accumulation of K products plus bias and residual, each step rounding at
-/// most twice (the scalar kernel rounds product and sum separately; block-diagonal
-/// grouped weights only add exact zeros): |error| ≤ 2·(K + 2)·u·Σ|terms| (γ_n bound,
-/// first order), K = cin/groups·kh·kw. ReLU is 1-Lipschitz.
-fn check_close(got: &[f32], want: &[f64], bound: &[f64], k: usize, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let tol_factor = (2 * (k + 2)) as f64 * U;
-    for (i, ((&g, &w), &b)) in got.iter().zip(want).zip(bound).enumerate() {
-        let tol = tol_factor * b + 1e-30;
-        assert!((g as f64 - w).abs() <= tol, "{what}: element {i}: got {g}, want {w} (tol {tol:e})");
-    }
-}
+// Tolerance (`check_close` in tests/common): float32 accumulation of K products plus
+// bias and residual, each step rounding at most twice (the scalar kernel rounds product
+// and sum separately; block-diagonal grouped weights only add exact zeros):
+// |error| ≤ 2·(K + 2)·u·Σ|terms| (γ_n bound, first order), K = cin/groups·kh·kw.
+// ReLU is 1-Lipschitz.
 
 fn conv_case(c: &ConvCase, seed: u64) {
     let mut rng = Rng(seed);

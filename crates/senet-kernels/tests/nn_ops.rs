@@ -7,18 +7,6 @@ use senet_kernels::{simd, Shape4};
 mod common;
 use common::*;
 
-
-/// Returns (y, bound): the float64 result and Σ|terms| per output, for the tolerance.
-/// |got − want| ≤ 2(k+2)·u·Σ|terms|: recursive summation with two roundings per step.
-fn check_close(got: &[f32], want: &[f64], bound: &[f64], k: usize, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let tol_factor = (2 * (k + 2)) as f64 * U;
-    for (i, ((&g, &w), &b)) in got.iter().zip(want).zip(bound).enumerate() {
-        let tol = tol_factor * b + 1e-30;
-        assert!((g as f64 - w).abs() <= tol, "{what}: element {i}: got {g}, want {w} (tol {tol:e})");
-    }
-}
-
 fn maxpool_ref(x: &[f32], s: Shape4, k: usize, st: usize, pad: usize, oh: usize, ow: usize) -> Vec<f32> {
     let mut y = vec![f32::NEG_INFINITY; s.n * s.c * oh * ow];
     for p in 0..s.n * s.c {

@@ -21,7 +21,7 @@
 //! layers with 56×56 maps). Packed weights and scratch are aligned internally. Any
 //! alignment is correct.
 
-use crate::aligned::{aligned_offset, Aligned};
+use crate::aligned::{with_scratch, Aligned};
 use super::{for_each_task, SyncPtr};
 use crate::simd::{self, SimdLevel};
 use crate::Shape4;
@@ -157,25 +157,6 @@ pub struct ConvBlk {
     packs: RwLock<[Option<Arc<Aligned>>; 5]>,
     /// `16·⌈cout/16⌉` values, zero padded.
     bias: Aligned,
-}
-
-/// The thread's scratch buffer with at least `need` floats from a 64-byte-aligned start:
-/// `f(scratch)`. A nested call on this thread (none today) would find the buffer
-/// borrowed: it then gets a fresh allocation rather than a panic.
-fn with_scratch<R>(need: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    PADDED.with(|buf| {
-        let mut own = Vec::new();
-        let mut guard = buf.try_borrow_mut();
-        let dst: &mut Vec<f32> = match guard.as_deref_mut() {
-            Ok(b) => b,
-            Err(_) => &mut own,
-        };
-        if dst.len() < need + 16 {
-            dst.resize(need + 16, 0.0);
-        }
-        let off = aligned_offset(dst);
-        f(&mut dst[off..off + need])
-    })
 }
 
 /// Measurement overrides, read once from the environment: `SENET_BLK_NB=1|2|3|4` forces
@@ -378,7 +359,7 @@ impl ConvBlk {
         let cb = blocks(xs.c);
         let rows = xs.n * cb * oh;
         let need = rows * ow * BLK;
-        with_scratch(need, |dst| {
+        with_scratch(&PADDED, need, |dst| {
             let dp = SyncPtr(dst.as_mut_ptr());
             for_each_task(rows.div_ceil(64), need >= crate::pool::PAR_GRAIN, |t| {
                 for r in t * 64..(t * 64 + 64).min(rows) {
@@ -447,7 +428,7 @@ impl ConvBlk {
         let (top, hp) = if rows2 { (pad, (pad + h).max((oh - 1) * s + self.kh)) } else { (0, h) };
         let planes = xs.n * ppi;
         let need = planes * hp * wp * e;
-        with_scratch(need, |dst| {
+        with_scratch(&PADDED, need, |dst| {
             let rows = planes * hp;
             let dp = SyncPtr(dst.as_mut_ptr());
             const ROWS_PER_TASK: usize = 64;

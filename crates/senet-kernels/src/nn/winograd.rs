@@ -43,7 +43,7 @@
 //! changes which task does it, so results are bitwise identical for any
 //! thread count, tiling and loop order.
 
-use crate::aligned::{aligned_offset, Aligned};
+use crate::aligned::{with_scratch, Aligned};
 use super::blocked::{blk16_len, blocks, BLK};
 use super::for_each_task;
 use crate::simd::{self, SimdLevel};
@@ -93,24 +93,6 @@ impl WinoTile {
 thread_local! {
     /// The calling thread's transform scratch (V and M), reused across calls.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// `f(scratch)` with ≥ `need` floats from a 64-byte-aligned start (a fresh buffer if
-/// the thread's one is borrowed by a nested call).
-fn with_scratch<R>(need: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|buf| {
-        let mut own = Vec::new();
-        let mut guard = buf.try_borrow_mut();
-        let dst: &mut Vec<f32> = match guard.as_deref_mut() {
-            Ok(b) => b,
-            Err(_) => &mut own,
-        };
-        if dst.len() < need + 16 {
-            dst.resize(need + 16, 0.0);
-        }
-        let off = aligned_offset(dst);
-        f(&mut dst[off..off + need])
-    })
 }
 
 /// Measurement overrides (speed only, never results): `SENET_WINO_XI=0|1` GEMM loop
@@ -783,7 +765,7 @@ impl ConvWino {
             // u and bias are read inside their lengths (tiles are bounds-checked against
             // h, w; blocks < cb, cob); task (blk, s) writes only the outputs of its
             // tiles and its groups' blocks, which no other task writes.
-            with_scratch(need, |scr| unsafe { f(&ctx, blk, s, scr) });
+            with_scratch(&SCRATCH, need, |scr| unsafe { f(&ctx, blk, s, scr) });
         });
     }
 }

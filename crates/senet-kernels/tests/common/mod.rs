@@ -66,3 +66,14 @@ pub fn assert_zero_padding(x: &[f32], s: Shape4, what: &str) {
         }
     }
 }
+
+/// Asserts |got − want| ≤ 2(k+2)·u·Σ|terms| per element (`bound` holds Σ|terms|):
+/// recursive summation of k products with two roundings per step, first order.
+pub fn check_close(got: &[f32], want: &[f64], bound: &[f64], k: usize, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let tol_factor = (2 * (k + 2)) as f64 * U;
+    for (i, ((&g, &w), &b)) in got.iter().zip(want).zip(bound).enumerate() {
+        let tol = tol_factor * b + 1e-30;
+        assert!((g as f64 - w).abs() <= tol, "{what}: element {i}: got {g}, want {w} (tol {tol:e})");
+    }
+}
