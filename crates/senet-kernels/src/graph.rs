@@ -93,6 +93,14 @@ impl Op {
             Op::Linear { .. } => "linear",
         }
     }
+    /// Memory order of the op's output.
+    fn out_lay(&self) -> Lay {
+        match self {
+            Op::Gap { .. } | Op::Linear { .. } => Lay::Plain,
+            _ => Lay::Blk,
+        }
+    }
+
     fn output(&self) -> usize {
         match *self {
             Op::Conv { y, .. }
@@ -119,7 +127,10 @@ pub struct Workspace {
     input: Shape4,
     /// Shape of each op's output, in op order.
     shapes: Vec<Shape4>,
+    /// Buffers. Slot `i`'s value lives in `slots[map[i]]`: an in-place SE op (see
+    /// [`Model::in_place`]) scales its input's buffer and swaps the two slots' buffers.
     slots: Vec<Aligned>,
+    map: Vec<usize>,
     /// Per SE op fed by a squeezing conv: its channel means [n · c].
     means: Vec<Vec<f32>>,
 }
@@ -184,6 +195,11 @@ pub struct Model {
     /// The conv then also computes the channel means (the squeeze) while its output
     /// tiles are in L1, and the SE op skips its own pass over the activation.
     squeeze_for: Vec<Option<usize>>,
+    /// Per op: an SE op that scales its input's buffer in place (the input, a blocked
+    /// value, is read by no later op), then hands that buffer to its output slot. That
+    /// saves the read-for-ownership of a separate output buffer: a third of the scale
+    /// pass's memory traffic.
+    in_place: Vec<bool>,
     /// Workspaces kept for reuse (at most [`Model::KEEP`]).
     spare: Mutex<Vec<Workspace>>,
 }
@@ -247,7 +263,47 @@ impl Model {
                 }
             }
         }
-        Ok(Model { ops, num_slots, in_channels, num_classes, output, squeeze_for, spare: Mutex::new(Vec::new()) })
+        let in_place = (0..ops.len()).map(|i| Self::can_scale_in_place(&ops, i, output)).collect();
+        Ok(Model { ops, num_slots, in_channels, num_classes, output, squeeze_for, in_place, spare: Mutex::new(Vec::new()) })
+    }
+
+    /// Whether SE op `i` may overwrite its input: a blocked value (written by an op with
+    /// blocked output, not the caller's input), not also its residual, and dead after
+    /// it (no later op reads it before it is overwritten; not the program's output).
+    fn can_scale_in_place(ops: &[Op], i: usize, output: usize) -> bool {
+        let Op::Se { x, residual, .. } = ops[i] else { return false };
+        if residual == Some(x) || x == output {
+            return false;
+        }
+        let blocked = (0..i).rev().find(|&j| ops[j].output() == x).is_some_and(|j| ops[j].out_lay() == Lay::Blk);
+        if !blocked {
+            return false;
+        }
+        for op in &ops[i + 1..] {
+            if op.inputs().contains(&x) {
+                return false;
+            }
+            if op.output() == x {
+                return true;
+            }
+        }
+        true
+    }
+
+    /// Slot → buffer after ops `0..k`, starting from the identity.
+    fn map_after(&self, k: usize) -> Vec<usize> {
+        let mut map: Vec<usize> = (0..self.num_slots).collect();
+        for (i, op) in self.ops[..k].iter().enumerate() {
+            if let (true, Op::Se { x, y, .. }) = (self.in_place[i], op) {
+                map.swap(*x, *y);
+            }
+        }
+        map
+    }
+
+    /// How many SE ops scale their input in place (diagnostics and tests).
+    pub fn in_place_count(&self) -> usize {
+        self.in_place.iter().filter(|&&b| b).count()
     }
 
     /// Whether SE op `k` gets its channel means from the conv that wrote its input.
@@ -349,13 +405,19 @@ impl Model {
         }
         drop(spare);
         let shapes = self.infer_shapes(input)?;
+        // Buffer sizes: the largest value each holds, following the in-place swaps.
         let mut size = vec![0usize; self.num_slots];
         size[0] = input.len().ok_or("input shape overflows")?;
-        for (op, s) in self.ops.iter().zip(&shapes) {
+        let mut map: Vec<usize> = (0..self.num_slots).collect();
+        for (i, (op, s)) in self.ops.iter().zip(&shapes).enumerate() {
             s.len().ok_or("activation shape overflows")?;
             // Blocked values are padded to 16 channels; plain ones are not larger.
             let len = blk::blk16_len(*s);
-            size[op.output()] = size[op.output()].max(len);
+            if let (true, Op::Se { x, y, .. }) = (self.in_place[i], op) {
+                map.swap(*x, *y);
+            }
+            let b = map[op.output()];
+            size[b] = size[b].max(len);
         }
         // 64-byte aligned: the blocked kernels lose ~10% on unaligned activations.
         let slots = size.iter().map(|&n| Aligned::zeroed(n)).collect();
@@ -367,7 +429,8 @@ impl Model {
                 _ => Vec::new(),
             })
             .collect();
-        Ok(Workspace { input, shapes, slots, means })
+        let map = (0..self.num_slots).collect();
+        Ok(Workspace { input, shapes, slots, map, means })
     }
 
     fn give_back(&self, ws: Workspace) {
@@ -380,31 +443,196 @@ impl Model {
 
     /// Runs the program on `x` (NCHW, shape `s`) and returns `n · numClasses` logits.
     /// Safe to call concurrently: each call takes its own workspace.
+    ///
+    /// A batch of several images runs in two phases (see [`Model::split_point`]): the
+    /// ops before the split run image by image, each image wholly on one pool thread
+    /// (its activations stay in that core's cache, the SE scale pass reads them back
+    /// from there, and no op waits for the other thread), and the rest of the program
+    /// runs on the whole batch, whose weight-heavy late layers then read each weight
+    /// once per batch. Both phases compute exactly what a single pass would: every
+    /// kernel's result is independent of how its work is split.
     pub fn forward(&self, x: &[f32], s: Shape4) -> Result<Vec<f32>, String> {
+        self.forward_split(x, s, Split::from_env())
+    }
+
+    /// [`Model::forward`] with an explicit [`Split`] (tests and benchmarks; the result
+    /// is the same for every split, bit for bit).
+    pub fn forward_split(&self, x: &[f32], s: Shape4, split: Split) -> Result<Vec<f32>, String> {
         if Some(x.len()) != s.len() {
             return Err(format!("input length {} does not match its shape", x.len()));
         }
         let mut ws = self.workspace(s)?;
-        let logits = pool::install(|| self.run(x, &mut ws));
+        ws.map = (0..self.num_slots).collect();
+        let k = self.split_point(&ws, split);
+        let logits = pool::install(|| {
+            let mut times = Vec::new();
+            let mut st = State::new(self.num_slots, s);
+            if k > 0 {
+                self.per_image(x, &mut ws, k, &mut st, &mut times)?;
+            } else {
+                let n_in = x.len();
+                ws.slots[ws.map[0]].as_mut_slice()[..n_in].copy_from_slice(x);
+            }
+            self.exec(&mut ws, k..self.ops.len(), &mut st, &mut times);
+            if profiling() {
+                report(&times);
+            }
+            Ok::<_, String>(self.logits(&ws, &st))
+        });
         self.give_back(ws);
-        Ok(logits)
+        logits
     }
 
-    fn run(&self, x: &[f32], ws: &mut Workspace) -> Vec<f32> {
+    /// How many leading ops run image by image for this batch (0: none).
+    fn split_point(&self, ws: &Workspace, split: Split) -> usize {
+        if ws.input.n < 2 {
+            return 0;
+        }
+        let hw_limit = match split {
+            Split::Batch => return 0,
+            Split::Images => return self.ops.len(),
+            Split::Ops(k) => return k.min(self.ops.len()),
+            Split::Pixels(p) => p,
+        };
+        ws.shapes.iter().position(|y| y.h * y.w < hw_limit).unwrap_or(self.ops.len())
+    }
+
+    /// Phase one of [`Model::forward`]: ops `0..k` for each image on its own batch-1
+    /// workspace, then every slot that a later op (or the result) reads is copied into
+    /// that image's part of the batch workspace `ws`. Leaves `st` describing `ws` as a
+    /// single pass over ops `0..k` would.
+    fn per_image(&self, x: &[f32], ws: &mut Workspace, k: usize, st: &mut State, times: &mut Vec<(String, f64)>) -> Result<(), String> {
+        let s = ws.input;
+        let one = Shape4::new(1, s.c, s.h, s.w);
+        let per_in = one.len().expect("checked");
+        // The state after ops 0..k, for the batch and per image.
+        for (op, &ys) in self.ops[..k].iter().zip(&ws.shapes) {
+            st.cur[op.output()] = ys;
+            st.lay[op.output()] = op.out_lay();
+        }
+        let live = self.live_after(k);
+        let per_len = |slot: usize| {
+            let y1 = Shape4::new(1, st.cur[slot].c, st.cur[slot].h, st.cur[slot].w);
+            match st.lay[slot] {
+                Lay::Blk => blk::blk16_len(y1),
+                Lay::Plain => y1.len().expect("checked"),
+            }
+        };
+        let lens: Vec<usize> = live.iter().map(|&sl| per_len(sl)).collect();
+        // Each image's part of every live slot, as disjoint mutable slices (`map` is a
+        // permutation: distinct slots, distinct buffers).
+        ws.map = self.map_after(k);
+        let mut bufs: Vec<Option<&mut Aligned>> = ws.slots.iter_mut().map(Some).collect();
+        let mut parts: Vec<Vec<&mut [f32]>> = (0..s.n).map(|_| Vec::with_capacity(live.len())).collect();
+        for (j, &sl) in live.iter().enumerate() {
+            let buf = bufs[ws.map[sl]].take().expect("distinct buffers");
+            for (img, part) in buf.as_mut_slice()[..s.n * lens[j]].chunks_mut(lens[j]).enumerate() {
+                parts[img].push(part);
+            }
+        }
+        // SE ops after the split whose squeeze is fused into a conv before it: their
+        // channel means are computed per image too (the workspace's hidden state).
+        let carried: Vec<usize> = self
+            .squeeze_for
+            .iter()
+            .enumerate()
+            .filter_map(|(j, se)| se.filter(|&se| j < k && se >= k))
+            .collect();
+        let mut mean_parts: Vec<Vec<&mut [f32]>> = (0..s.n).map(|_| Vec::with_capacity(carried.len())).collect();
+        for (i, m) in ws.means.iter_mut().enumerate() {
+            if carried.contains(&i) {
+                let c = m.len() / s.n;
+                for (img, part) in m.chunks_mut(c).enumerate() {
+                    mean_parts[img].push(part);
+                }
+            }
+        }
+        let parts: Vec<_> = parts.into_iter().zip(mean_parts).collect();
+        let prof = profiling();
+        let run_one = |img: usize, (mut dst, mut mdst): (Vec<&mut [f32]>, Vec<&mut [f32]>)| -> Result<Vec<(String, f64)>, String> {
+            let mut w1 = self.workspace(one)?;
+            w1.map = (0..self.num_slots).collect();
+            w1.slots[0].as_mut_slice()[..per_in].copy_from_slice(&x[img * per_in..(img + 1) * per_in]);
+            let mut st1 = State::new(self.num_slots, one);
+            let mut t1 = Vec::new();
+            pool::serial(|| self.exec(&mut w1, 0..k, &mut st1, &mut t1));
+            for ((&sl, d), &len) in live.iter().zip(dst.iter_mut()).zip(&lens) {
+                d.copy_from_slice(&w1.slots[w1.map[sl]].as_slice()[..len]);
+            }
+            for (&se, d) in carried.iter().zip(mdst.iter_mut()) {
+                d.copy_from_slice(&w1.means[se]);
+            }
+            self.give_back(w1);
+            Ok(t1)
+        };
+        use rayon::prelude::*;
+        let res: Vec<Result<Vec<(String, f64)>, String>> = if pool::threads_here() > 1 {
+            parts.into_par_iter().with_max_len(1).enumerate().map(|(i, d)| run_one(i, d)).collect()
+        } else {
+            parts.into_iter().enumerate().map(|(i, d)| run_one(i, d)).collect()
+        };
+        for r in res {
+            let t1 = r?;
+            if prof {
+                // Per op: the sum over images (thread time, not wall time).
+                if times.is_empty() {
+                    *times = t1;
+                } else {
+                    for (a, b) in times.iter_mut().zip(t1) {
+                        a.1 += b.1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Slots whose value after ops `0..k` is read later: by an op at `k..` before that
+    /// op's slot is overwritten, or as the program's output.
+    fn live_after(&self, k: usize) -> Vec<usize> {
+        let mut live = Vec::new();
+        let mut written = vec![false; self.num_slots];
+        for op in &self.ops[k..] {
+            for i in op.inputs() {
+                if !written[i] && !live.contains(&i) {
+                    live.push(i);
+                }
+            }
+            written[op.output()] = true;
+        }
+        if !written[self.output] && !live.contains(&self.output) {
+            live.push(self.output);
+        }
+        // Ascending: `per_image` pairs them with the slots in slot order.
+        live.sort_unstable();
+        live
+    }
+
+    fn logits(&self, ws: &Workspace, st: &State) -> Vec<f32> {
+        let out = Val { buf: &ws.slots[ws.map[self.output]], s: st.cur[self.output], lay: st.lay[self.output] };
+        let n = st.cur[self.output].n;
+        out.plain().as_ref()[..n * self.num_classes].to_vec()
+    }
+
+    /// Runs `ops` on `ws` (whose slot 0 holds the input), tracking shapes and layouts
+    /// in `st`; with `SENET_PROFILE=1` appends each op's time to `times`.
+    fn exec(&self, ws: &mut Workspace, range: std::ops::Range<usize>, st: &mut State, times: &mut Vec<(String, f64)>) {
         let profile = profiling();
-        let mut times: Vec<(String, f64)> = Vec::new();
-        let n_in = x.len();
-        ws.slots[0].as_mut_slice()[..n_in].copy_from_slice(x);
-        let mut cur: Vec<Shape4> = vec![Shape4::new(0, 0, 0, 0); self.num_slots];
-        let mut lay: Vec<Lay> = vec![Lay::Plain; self.num_slots];
-        cur[0] = ws.input;
-        for (i, (op, &ys)) in self.ops.iter().zip(&ws.shapes).enumerate() {
+        let State { cur, lay } = st;
+        for i in range {
+            let (op, ys) = (&self.ops[i], ws.shapes[i]);
             let yi = op.output();
-            // The output slot is never an input (checked in `new`): take it out so the
-            // inputs can be borrowed from the remaining slots.
-            let mut yb = std::mem::take(&mut ws.slots[yi]);
+            // The buffer written: the output slot's, or for an in-place SE op its input's.
+            // Either way no other input of the op lives there (checked in `new`): take it
+            // out so the inputs can be borrowed from the remaining buffers.
+            let target = match (self.in_place[i], op) {
+                (true, Op::Se { x, .. }) => *x,
+                _ => yi,
+            };
+            let mut yb = std::mem::take(&mut ws.slots[ws.map[target]]);
             let t0 = profile.then(std::time::Instant::now);
-            let v = |i: usize| Val { buf: &ws.slots[i], s: cur[i], lay: lay[i] };
+            let map = &ws.map;
+            let v = |i: usize| Val { buf: &ws.slots[map[i]], s: cur[i], lay: lay[i] };
             let ylay = match op {
                 Op::Conv { x, conv, residual, relu, .. } => {
                     let xv = v(*x);
@@ -428,6 +656,20 @@ impl Model {
                     let xv = v(*x);
                     let y = &mut yb.as_mut_slice()[..blk::blk16_len(ys)];
                     blk::max_pool2d_blk16(xv.blocked().as_ref(), xv.s, *k, *stride, *pad, *ceil, y);
+                    Lay::Blk
+                }
+                Op::Se { x, c, cr, w1, b1, w2, b2, residual, relu, .. } if self.in_place[i] => {
+                    let w = SeWeights::new(w1, b1.as_deref(), w2, b2.as_deref(), *c, *cr).expect("checked in new()");
+                    let rb = residual.map(|r| v(r).blocked());
+                    let xy = &mut yb.as_mut_slice()[..blk::blk16_len(ys)];
+                    let io = ScaleIo::InPlace { xy, residual: rb.as_deref().map(|r| r.as_ref()) };
+                    if self.squeeze_fused(i) {
+                        let mut g = vec![0.0f32; ys.n * c];
+                        se::excite(&ws.means[i], ys.n, &w, &mut g);
+                        blk::se_scale_blk16(io, ys, &g, *relu);
+                    } else {
+                        blk::se_block_blk16(io, ys, &w, *relu);
+                    }
                     Lay::Blk
                 }
                 Op::Se { x, c, cr, w1, b1, w2, b2, residual, relu, .. } => {
@@ -469,18 +711,65 @@ impl Model {
                     Lay::Plain
                 }
             };
+            debug_assert_eq!(ylay, op.out_lay());
             if let Some(t0) = t0 {
                 times.push((op.describe(&cur, ys), t0.elapsed().as_secs_f64() * 1e3));
             }
-            ws.slots[yi] = yb;
+            ws.slots[ws.map[target]] = yb;
+            if target != yi {
+                ws.map.swap(target, yi);
+            }
             cur[yi] = ys;
             lay[yi] = ylay;
         }
-        if profile {
-            report(&times);
+    }
+}
+
+/// Which leading ops of a batched forward run image by image (see [`Model::forward`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// None: every op on the whole batch.
+    Batch,
+    /// Every op image by image.
+    Images,
+    /// The first k ops.
+    Ops(usize),
+    /// The ops before the first one whose output has fewer than this many pixels.
+    Pixels(usize),
+}
+
+impl Split {
+    /// The default: ops up to the last stage of an SE-ResNet at 224×224 (outputs of at
+    /// least 8×8 pixels) run per image; by then an image's activations are small, and
+    /// batching the last stage reads its weights (three quarters of an SE-ResNet-50's)
+    /// once per batch instead of once per image.
+    pub const DEFAULT: Split = Split::Pixels(64);
+
+    /// [`Split::DEFAULT`], or `SENET_SPLIT` (a development aid for benchmarks: `batch`,
+    /// `images`, `ops=K` or `pixels=P`).
+    pub fn from_env() -> Split {
+        let Ok(v) = std::env::var("SENET_SPLIT") else { return Split::DEFAULT };
+        let v = v.trim();
+        let num = |p: &str| v.strip_prefix(p).and_then(|n| n.parse::<usize>().ok());
+        match v {
+            "batch" => Split::Batch,
+            "images" => Split::Images,
+            _ => num("ops=").map(Split::Ops).or_else(|| num("pixels=").map(Split::Pixels)).unwrap_or(Split::DEFAULT),
         }
-        let out = Val { buf: &ws.slots[self.output], s: cur[self.output], lay: lay[self.output] };
-        let n = cur[self.output].n;
-        out.plain().as_ref()[..n * self.num_classes].to_vec()
+    }
+}
+
+/// Shape and memory order of every slot's current value during a run.
+struct State {
+    cur: Vec<Shape4>,
+    lay: Vec<Lay>,
+}
+
+impl State {
+    /// Before the first op: slot 0 holds the NCHW input.
+    fn new(num_slots: usize, input: Shape4) -> State {
+        let mut cur = vec![Shape4::new(0, 0, 0, 0); num_slots];
+        cur[0] = input;
+        State { cur, lay: vec![Lay::Plain; num_slots] }
     }
 }

@@ -79,6 +79,41 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     pool().install(f)
 }
 
+thread_local! {
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every kernel it calls on this thread kept on this thread: no task is
+/// split off to the pool. The model executor uses it to run one image per thread
+/// (`graph::Model::forward` on a batch), where splitting each op again would only add
+/// synchronisation. Results are the same either way (the kernels never depend on the
+/// split), only the speed differs.
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERIAL.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SERIAL.with(|s| s.replace(true)));
+    f()
+}
+
+/// Whether this thread is inside [`serial`].
+pub fn is_serial() -> bool {
+    SERIAL.with(|s| s.get())
+}
+
+/// Threads a kernel called here may split its work across: 1 inside [`serial`], else
+/// the pool's size.
+pub fn threads_here() -> usize {
+    if is_serial() {
+        1
+    } else {
+        num_threads()
+    }
+}
+
 /// Minimum work (in f32 elements touched) a task must have before it is split across
 /// threads: below this, waking threads costs more than it saves.
 pub const PAR_GRAIN: usize = 1 << 15;

@@ -407,7 +407,7 @@ simd_dispatch!(fn scale_rows(p: Ptrs, off: usize, pixels: usize, c: usize, g: *c
 
 /// Number of parallel tasks for `work` elements, at most `items`.
 fn tasks_for(work: usize, items: usize) -> usize {
-    if work < 2 * PAR_GRAIN {
+    if work < 2 * PAR_GRAIN || pool::is_serial() {
         1
     } else {
         (work / PAR_GRAIN).min(items).clamp(1, 4 * pool::num_threads().max(1))
@@ -624,10 +624,10 @@ pub fn se_block(mut io: ScaleIo, s: Shape4, layout: Layout, w: &SeWeights, relu:
             squeeze_in(level, x, s, layout, &mut z);
             excite_in(level, &z, s.n, w, &mut g);
             scale_in(level, p, s, layout, &g, relu, stream);
-        } else if s.n > 1 {
+        } else if s.n > 1 && !pool::is_serial() {
             (0..s.n).into_par_iter().for_each(run);
         } else {
-            run(0);
+            (0..s.n).for_each(run);
         }
     });
 }

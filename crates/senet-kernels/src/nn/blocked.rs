@@ -566,7 +566,7 @@ impl ConvBlk {
         let rows_per_item = if rows2 { 2 } else { 1 };
         let items = eoh.div_ceil(rows_per_item) * ntile;
         let ng = groups.len();
-        let threads = crate::pool::num_threads();
+        let threads = crate::pool::threads_here();
         // Loop order. Output-block groups share the input, images share the weights:
         // - tile-outer when the weights stay in L2 (≤ 1 MiB) and an image's input is at
         //   least its output: per tile of pixels, every group, so the input is read

@@ -46,7 +46,7 @@ unsafe impl<T> Sync for SyncPtr<T> {}
 /// Runs `f(i)` for `i` in `0..tasks`: on the senet pool when `parallel`, else inline.
 /// The result never depends on the choice, only the speed does.
 pub(crate) fn for_each_task(tasks: usize, parallel: bool, f: impl Fn(usize) + Sync + Send) {
-    if !parallel || tasks <= 1 || crate::pool::num_threads() <= 1 {
+    if !parallel || tasks <= 1 || crate::pool::threads_here() <= 1 {
         (0..tasks).for_each(f);
     } else {
         use rayon::prelude::*;

@@ -717,7 +717,7 @@ impl ConvWino {
         let p = a * a;
         let (th, tw) = (xs.h.div_ceil(m), xs.w.div_ceil(m));
         let g = xs.n * th * tw;
-        let threads = crate::pool::num_threads();
+        let threads = crate::pool::threads_here();
         let xi_outer = self.xi_outer();
         let (t, nblk, nsplit) = self.plan(g, threads, xi_outer);
         let ng = self.groups.len();

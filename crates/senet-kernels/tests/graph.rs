@@ -1,0 +1,241 @@
+//! The model executor: a batched forward gives, bit for bit, what forwarding each image
+//! alone gives, whichever ops run image by image (`Split`) and at every thread count;
+//! and it matches a float64 reference of the same small SE-ResNet-like program.
+
+mod common;
+
+use common::{same_for_thread_counts, Rng};
+use senet_kernels::graph::{Model, Op, Split};
+use senet_kernels::nn::Conv;
+use senet_kernels::Shape4;
+
+/// Weights of one convolution: PyTorch layout, scaled to keep activations O(1).
+struct ConvW {
+    w: Vec<f32>,
+    b: Vec<f32>,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+}
+
+fn conv_w(rng: &mut Rng, cin: usize, cout: usize, k: usize, stride: usize, pad: usize) -> ConvW {
+    let scale = (1.0 / (cin * k * k) as f32).sqrt() * 1.5;
+    let w = rng.vec(cout * cin * k * k).iter().map(|v| v * scale).collect();
+    let b = rng.vec(cout).iter().map(|v| v * 0.1).collect();
+    ConvW { w, b, cin, cout, k, stride, pad }
+}
+
+/// A stem, a max pool, two SE bottlenecks (the second downsampling, with a projection
+/// shortcut), global pooling and a linear head: every op kind, slots reused.
+struct Net {
+    convs: Vec<ConvW>,
+    se: Vec<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)>,
+    lin: (Vec<f32>, Vec<f32>),
+}
+
+const C0: usize = 16;
+const WIDTHS: [(usize, usize, usize); 2] = [(16, 32, 1), (24, 48, 2)];
+const CLASSES: usize = 10;
+
+fn net() -> Net {
+    let mut rng = Rng(0x5eed_1234);
+    let mut convs = vec![conv_w(&mut rng, 3, C0, 3, 2, 1)];
+    let mut se = Vec::new();
+    let mut cin = C0;
+    for (mid, out, stride) in WIDTHS {
+        convs.push(conv_w(&mut rng, cin, mid, 1, 1, 0));
+        convs.push(conv_w(&mut rng, mid, mid, 3, stride, 1));
+        convs.push(conv_w(&mut rng, mid, out, 1, 1, 0));
+        convs.push(conv_w(&mut rng, cin, out, 1, stride, 0));
+        let cr = out / 4;
+        se.push((rng.vec(cr * out), rng.vec(cr), rng.vec(out * cr), rng.vec(out)));
+        cin = out;
+    }
+    let lin = (rng.vec(CLASSES * cin), rng.vec(CLASSES));
+    Net { convs, se, lin }
+}
+
+fn model(n: &Net) -> Model {
+    let conv = |i: usize| {
+        let c = &n.convs[i];
+        Conv::new(&c.w, &c.b, c.cin, c.cout, c.k, c.k, c.stride, c.pad, 1)
+    };
+    // Slots: 0 input, 1 block input/output, 2/3 temporaries, 4 shortcut, 5 pooled, 6 logits.
+    let mut ops = vec![
+        Op::Conv { x: 0, y: 2, conv: conv(0), residual: None, relu: true },
+        Op::MaxPool { x: 2, y: 1, k: 3, stride: 2, pad: 1, ceil: false },
+    ];
+    for (b, (mid, out, _)) in WIDTHS.into_iter().enumerate() {
+        let _ = mid;
+        let (w1, b1, w2, b2) = n.se[b].clone();
+        ops.push(Op::Conv { x: 1, y: 2, conv: conv(1 + 4 * b), residual: None, relu: true });
+        ops.push(Op::Conv { x: 2, y: 3, conv: conv(2 + 4 * b), residual: None, relu: true });
+        ops.push(Op::Conv { x: 3, y: 2, conv: conv(3 + 4 * b), residual: None, relu: false });
+        ops.push(Op::Conv { x: 1, y: 4, conv: conv(4 + 4 * b), residual: None, relu: false });
+        ops.push(Op::Se { x: 2, y: 1, c: out, cr: out / 4, w1, b1: Some(b1), w2, b2: Some(b2), residual: Some(4), relu: true });
+    }
+    ops.push(Op::Gap { x: 1, y: 5 });
+    ops.push(Op::Linear { x: 5, y: 6, cin: WIDTHS[1].1, cout: CLASSES, weight: n.lin.0.clone(), bias: n.lin.1.clone() });
+    Model::new(ops, 7, 3, CLASSES, 6).unwrap()
+}
+
+// ---- float64 reference (NCHW, one image) ----
+
+fn conv_ref(x: &[f64], c: usize, h: usize, w: usize, cw: &ConvW) -> (Vec<f64>, usize, usize) {
+    let oh = (h + 2 * cw.pad - cw.k) / cw.stride + 1;
+    let ow = (w + 2 * cw.pad - cw.k) / cw.stride + 1;
+    let mut y = vec![0.0f64; cw.cout * oh * ow];
+    for co in 0..cw.cout {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = cw.b[co] as f64;
+                for ci in 0..c {
+                    for ky in 0..cw.k {
+                        for kx in 0..cw.k {
+                            let iy = (oy * cw.stride + ky) as isize - cw.pad as isize;
+                            let ix = (ox * cw.stride + kx) as isize - cw.pad as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                continue;
+                            }
+                            let wv = cw.w[((co * c + ci) * cw.k + ky) * cw.k + kx] as f64;
+                            acc += wv * x[(ci * h + iy as usize) * w + ix as usize];
+                        }
+                    }
+                }
+                y[(co * oh + oy) * ow + ox] = acc;
+            }
+        }
+    }
+    (y, oh, ow)
+}
+
+fn relu(v: &mut [f64]) {
+    v.iter_mut().for_each(|x| *x = x.max(0.0));
+}
+
+fn reference(n: &Net, x: &[f32], h: usize, w: usize) -> Vec<f64> {
+    let x: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let (mut a, mut h, mut w) = conv_ref(&x, 3, h, w, &n.convs[0]);
+    relu(&mut a);
+    // max pool 3/2 pad 1 (floor)
+    let (ph, pw) = ((h + 2 - 3) / 2 + 1, (w + 2 - 3) / 2 + 1);
+    let mut p = vec![f64::NEG_INFINITY; C0 * ph * pw];
+    for c in 0..C0 {
+        for oy in 0..ph {
+            for ox in 0..pw {
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let (iy, ix) = ((oy * 2 + ky) as isize - 1, (ox * 2 + kx) as isize - 1);
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                            let v = a[(c * h + iy as usize) * w + ix as usize];
+                            let o = &mut p[(c * ph + oy) * pw + ox];
+                            *o = o.max(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let (mut x, mut c) = (p, C0);
+    (h, w) = (ph, pw);
+    for (b, (_, out, _)) in WIDTHS.into_iter().enumerate() {
+        let (mut t, h1, w1) = conv_ref(&x, c, h, w, &n.convs[1 + 4 * b]);
+        relu(&mut t);
+        let (mut t2, h2, w2) = conv_ref(&t, n.convs[1 + 4 * b].cout, h1, w1, &n.convs[2 + 4 * b]);
+        relu(&mut t2);
+        let (t3, _, _) = conv_ref(&t2, n.convs[2 + 4 * b].cout, h2, w2, &n.convs[3 + 4 * b]);
+        let (sc, _, _) = conv_ref(&x, c, h, w, &n.convs[4 + 4 * b]);
+        let hw = h2 * w2;
+        let (w1s, b1s, w2s, b2s) = &n.se[b];
+        let cr = out / 4;
+        let z: Vec<f64> = (0..out).map(|ch| t3[ch * hw..(ch + 1) * hw].iter().sum::<f64>() / hw as f64).collect();
+        let hid: Vec<f64> = (0..cr)
+            .map(|j| (b1s[j] as f64 + (0..out).map(|ch| w1s[j * out + ch] as f64 * z[ch]).sum::<f64>()).max(0.0))
+            .collect();
+        let g: Vec<f64> = (0..out)
+            .map(|ch| {
+                let s = b2s[ch] as f64 + (0..cr).map(|j| w2s[ch * cr + j] as f64 * hid[j]).sum::<f64>();
+                1.0 / (1.0 + (-s).exp())
+            })
+            .collect();
+        x = (0..out * hw).map(|i| (t3[i] * g[i / hw] + sc[i]).max(0.0)).collect();
+        (c, h, w) = (out, h2, w2);
+    }
+    let pooled: Vec<f64> = (0..c).map(|ch| x[ch * h * w..(ch + 1) * h * w].iter().sum::<f64>() / (h * w) as f64).collect();
+    (0..CLASSES)
+        .map(|k| n.lin.1[k] as f64 + (0..c).map(|ch| n.lin.0[k * c + ch] as f64 * pooled[ch]).sum::<f64>())
+        .collect()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn batched_forward_equals_per_image_forward_for_every_split() {
+    let _g = senet_kernels::simd::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let n = net();
+    let m = model(&n);
+    // Both SE ops overwrite their (dead) input: the in-place path is what runs here.
+    assert_eq!(m.in_place_count(), 2);
+    let (h, w) = (37, 45);
+    let batch = 5;
+    let per = 3 * h * w;
+    let x = Rng(99).vec(batch * per);
+    let s = Shape4::new(batch, 3, h, w);
+    // Each image alone (batch 1 never splits).
+    let alone: Vec<f32> = (0..batch)
+        .flat_map(|i| m.forward(&x[i * per..(i + 1) * per], Shape4::new(1, 3, h, w)).unwrap())
+        .collect();
+    let nops = 14;
+    let mut splits = vec![Split::Batch, Split::Images, Split::DEFAULT, Split::Pixels(100), Split::Pixels(1 << 20)];
+    splits.extend((0..=nops + 1).map(Split::Ops));
+    let mut failed = Vec::new();
+    for split in splits {
+        let y = same_for_thread_counts(|| m.forward_split(&x, s, split).unwrap());
+        if bits(&y) != bits(&alone) {
+            let d = y.iter().zip(&alone).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            failed.push(format!("{split:?} (max |Δ| {d:e})"));
+        }
+    }
+    assert!(failed.is_empty(), "batched logits differ from per-image ones for splits {failed:?}");
+}
+
+#[test]
+fn forward_matches_float64_reference() {
+    // (for_each_level holds the test lock itself)
+    let n = net();
+    let m = model(&n);
+    let (h, w) = (40, 33);
+    let per = 3 * h * w;
+    let x = Rng(7).vec(3 * per);
+    senet_kernels::simd::for_each_level(|level| {
+        let y = m.forward_split(&x, Shape4::new(3, 3, h, w), Split::Ops(6)).unwrap();
+        for i in 0..3 {
+            let r = reference(&n, &x[i * per..(i + 1) * per], h, w);
+            for k in 0..CLASSES {
+                let (got, want) = (y[i * CLASSES + k] as f64, r[k]);
+                // float32 accumulation over ≤ 432 products per output through 9 layers:
+                // relative 1e-4 of the logit scale is ~100× the observed error.
+                assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{level:?} image {i} logit {k}: {got} vs {want}");
+            }
+        }
+    });
+}
+
+#[test]
+fn batch_errors_leave_no_state_behind() {
+    let n = net();
+    let m = model(&n);
+    // Wrong channel count, wrong length: errors, not panics.
+    let x = vec![0.5f32; 2 * 4 * 8 * 8];
+    assert!(m.forward_split(&x, Shape4::new(2, 4, 8, 8), Split::Images).is_err());
+    assert!(m.forward_split(&x[1..], Shape4::new(2, 4, 8, 8), Split::Images).is_err());
+    let x = vec![0.5f32; 2 * 3 * 32 * 32];
+    let a = m.forward_split(&x, Shape4::new(2, 3, 32, 32), Split::Images).unwrap();
+    let b = m.forward_split(&x, Shape4::new(2, 3, 32, 32), Split::Batch).unwrap();
+    assert_eq!(bits(&a), bits(&b));
+    assert_eq!(a[..CLASSES], a[CLASSES..]);
+}
