@@ -729,18 +729,29 @@ impl ConvBlk {
             }
         });
         if let Some(means) = sq {
-            // Fixed order (row, tile) per channel, in f64: independent of the tasks.
+            // Fixed order (row, tile) per channel, in f64: independent of the tasks. One
+            // task per (image, output block) sums 16 contiguous lanes per step (the
+            // compiler vectorizes it); in parallel when large, so that the pool's other
+            // threads stay busy between this conv and the SE op that follows.
             let inv = 1.0 / (oh * ow) as f64;
-            for n in 0..xs.n {
-                for c in 0..self.cout {
-                    let (ob, l) = (c / BLK, c % BLK);
-                    let mut acc = 0.0f64;
-                    for rt in 0..eoh * ntile {
-                        acc += part[((n * eoh * ntile + rt) * cob + ob) * BLK + l] as f64;
+            let (cout, rts) = (self.cout, eoh * ntile);
+            let mp = SyncPtr(means.as_mut_ptr());
+            for_each_task(xs.n * cob, part.len() >= crate::pool::PAR_GRAIN, |t| {
+                let (n, ob) = (t / cob, t % cob);
+                let mut acc = [0.0f64; BLK];
+                for rt in 0..rts {
+                    let src = &part[((n * rts + rt) * cob + ob) * BLK..][..BLK];
+                    for (a, &v) in acc.iter_mut().zip(src) {
+                        *a += v as f64;
                     }
-                    means[n * self.cout + c] = (acc * inv) as f32;
                 }
-            }
+                let c0 = ob * BLK;
+                for (l, a) in acc.iter().enumerate().take(cout.saturating_sub(c0).min(BLK)) {
+                    // SAFETY: channel c0 + l < cout of image n belongs to this task only;
+                    // means has n·cout elements (checked by the caller's run_squeeze).
+                    unsafe { *mp.get().add(n * cout + c0 + l) = (a * inv) as f32 };
+                }
+            });
         }
     }
 }
