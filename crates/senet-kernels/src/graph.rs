@@ -200,12 +200,16 @@ pub struct Model {
     /// saves the read-for-ownership of a separate output buffer: a third of the scale
     /// pass's memory traffic.
     in_place: Vec<bool>,
-    /// Workspaces kept for reuse (at most [`Model::KEEP`]).
+    /// Workspaces kept for reuse (at most [`Model::keep`]).
     spare: Mutex<Vec<Workspace>>,
 }
 
 impl Model {
-    const KEEP: usize = 2;
+    /// Spare workspaces kept: a batched forward uses its own plus one batch-1 workspace
+    /// per pool thread for the per-image phase; one more for an alternating shape.
+    fn keep() -> usize {
+        pool::num_threads() + 2
+    }
 
     /// Checks the program's structure: slots in range, no op writing one of its inputs,
     /// SE/linear weight lengths, and that the output slot is written by some op.
@@ -435,7 +439,7 @@ impl Model {
 
     fn give_back(&self, ws: Workspace) {
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-        if spare.len() >= Self::KEEP {
+        if spare.len() >= Self::keep() {
             spare.remove(0);
         }
         spare.push(ws);
