@@ -294,13 +294,27 @@ impl Model {
         true
     }
 
+    /// The buffer op `i` writes: its output slot's, or an in-place SE op's input's.
+    fn write_buffer(&self, i: usize, map: &[usize]) -> usize {
+        match self.ops[i] {
+            Op::Se { x, .. } if self.in_place[i] => map[x],
+            ref op => map[op.output()],
+        }
+    }
+
+    /// Slot → buffer after op `i`: an in-place SE op hands its input's buffer to its
+    /// output slot (and the output slot's old buffer to the input slot).
+    fn advance_map(&self, i: usize, map: &mut [usize]) {
+        if let (true, Op::Se { x, y, .. }) = (self.in_place[i], &self.ops[i]) {
+            map.swap(*x, *y);
+        }
+    }
+
     /// Slot → buffer after ops `0..k`, starting from the identity.
     fn map_after(&self, k: usize) -> Vec<usize> {
         let mut map: Vec<usize> = (0..self.num_slots).collect();
-        for (i, op) in self.ops[..k].iter().enumerate() {
-            if let (true, Op::Se { x, y, .. }) = (self.in_place[i], op) {
-                map.swap(*x, *y);
-            }
+        for i in 0..k {
+            self.advance_map(i, &mut map);
         }
         map
     }
@@ -413,15 +427,12 @@ impl Model {
         let mut size = vec![0usize; self.num_slots];
         size[0] = input.len().ok_or("input shape overflows")?;
         let mut map: Vec<usize> = (0..self.num_slots).collect();
-        for (i, (op, s)) in self.ops.iter().zip(&shapes).enumerate() {
+        for (i, s) in shapes.iter().enumerate() {
             s.len().ok_or("activation shape overflows")?;
             // Blocked values are padded to 16 channels; plain ones are not larger.
-            let len = blk::blk16_len(*s);
-            if let (true, Op::Se { x, y, .. }) = (self.in_place[i], op) {
-                map.swap(*x, *y);
-            }
-            let b = map[op.output()];
-            size[b] = size[b].max(len);
+            let b = self.write_buffer(i, &map);
+            size[b] = size[b].max(blk::blk16_len(*s));
+            self.advance_map(i, &mut map);
         }
         // 64-byte aligned: the blocked kernels lose ~10% on unaligned activations.
         let slots = size.iter().map(|&n| Aligned::zeroed(n)).collect();
@@ -626,14 +637,10 @@ impl Model {
         for i in range {
             let (op, ys) = (&self.ops[i], ws.shapes[i]);
             let yi = op.output();
-            // The buffer written: the output slot's, or for an in-place SE op its input's.
-            // Either way no other input of the op lives there (checked in `new`): take it
-            // out so the inputs can be borrowed from the remaining buffers.
-            let target = match (self.in_place[i], op) {
-                (true, Op::Se { x, .. }) => *x,
-                _ => yi,
-            };
-            let mut yb = std::mem::take(&mut ws.slots[ws.map[target]]);
+            // The buffer written (see `write_buffer`): no other input of the op lives
+            // there (checked in `new`), so take it out and borrow the inputs from the rest.
+            let target = self.write_buffer(i, &ws.map);
+            let mut yb = std::mem::take(&mut ws.slots[target]);
             let t0 = profile.then(std::time::Instant::now);
             let map = &ws.map;
             let v = |i: usize| Val { buf: &ws.slots[map[i]], s: cur[i], lay: lay[i] };
@@ -719,10 +726,8 @@ impl Model {
             if let Some(t0) = t0 {
                 times.push((op.describe(&cur, ys), t0.elapsed().as_secs_f64() * 1e3));
             }
-            ws.slots[ws.map[target]] = yb;
-            if target != yi {
-                ws.map.swap(target, yi);
-            }
+            ws.slots[target] = yb;
+            self.advance_map(i, &mut ws.map);
             cur[yi] = ys;
             lay[yi] = ylay;
         }
