@@ -564,13 +564,19 @@ impl Model {
         }
         let parts: Vec<_> = parts.into_iter().zip(mean_parts).collect();
         let prof = profiling();
-        let run_one = |img: usize, (mut dst, mut mdst): (Vec<&mut [f32]>, Vec<&mut [f32]>)| -> Result<Vec<(String, f64)>, String> {
+        // `alone`: the image runs with the whole pool (its ops split across the threads)
+        // instead of on one thread.
+        let run_one = |img: usize, (mut dst, mut mdst): (Vec<&mut [f32]>, Vec<&mut [f32]>), alone: bool| -> Result<Vec<(String, f64)>, String> {
             let mut w1 = self.workspace(one)?;
             w1.map = (0..self.num_slots).collect();
             w1.slots[0].as_mut_slice()[..per_in].copy_from_slice(&x[img * per_in..(img + 1) * per_in]);
             let mut st1 = State::new(self.num_slots, one);
             let mut t1 = Vec::new();
-            pool::serial(|| self.exec(&mut w1, 0..k, &mut st1, &mut t1));
+            if alone {
+                self.exec(&mut w1, 0..k, &mut st1, &mut t1);
+            } else {
+                pool::serial(|| self.exec(&mut w1, 0..k, &mut st1, &mut t1));
+            }
             for ((&sl, d), &len) in live.iter().zip(dst.iter_mut()).zip(&lens) {
                 d.copy_from_slice(&w1.slots[w1.map[sl]].as_slice()[..len]);
             }
@@ -581,11 +587,19 @@ impl Model {
             Ok(t1)
         };
         use rayon::prelude::*;
-        let res: Vec<Result<Vec<(String, f64)>, String>> = if pool::threads_here() > 1 {
-            parts.into_par_iter().with_max_len(1).enumerate().map(|(i, d)| run_one(i, d)).collect()
+        // Whole rounds of one image per thread; the images left over (n mod threads) then
+        // run one after another on the whole pool rather than leaving threads idle
+        // (batch 3 on 2 threads: two images side by side, then one on both threads).
+        let threads = pool::threads_here();
+        let mut parts = parts;
+        let rest = parts.split_off(s.n - s.n % threads);
+        let rounds = parts.len();
+        let mut res: Vec<Result<Vec<(String, f64)>, String>> = if threads > 1 {
+            parts.into_par_iter().with_max_len(1).enumerate().map(|(i, d)| run_one(i, d, false)).collect()
         } else {
-            parts.into_iter().enumerate().map(|(i, d)| run_one(i, d)).collect()
+            parts.into_iter().enumerate().map(|(i, d)| run_one(i, d, false)).collect()
         };
+        res.extend(rest.into_iter().enumerate().map(|(j, d)| run_one(rounds + j, d, true)));
         for r in res {
             let t1 = r?;
             if prof {
