@@ -11,6 +11,14 @@ use senet_kernels::nn::blocked::{blk16_len, ConvBlk};
 use senet_kernels::{pool, simd, Shape4};
 use std::time::Instant;
 
+mod common;
+use common::thread_cpu_seconds;
+
+/// `ALIGN=0` measures misaligned activations (default: 64-byte aligned).
+fn buf(len: usize, f: impl Fn(usize) -> f32) -> (Vec<f32>, usize) {
+    common::buf(len, std::env::var("ALIGN").map_or(true, |v| v != "0"), f)
+}
+
 /// Best time of `reps` runs. At 1 thread the work runs inline on this thread, so its
 /// CPU time is measured (other processes on the shared machine cannot inflate it).
 fn best(reps: usize, threads: usize, mut f: impl FnMut()) -> f64 {
@@ -24,34 +32,6 @@ fn best(reps: usize, threads: usize, mut f: impl FnMut()) -> f64 {
         t = t.min(clock() - t0);
     }
     t
-}
-
-/// CPU time of the calling thread (Linux `CLOCK_THREAD_CPUTIME_ID`).
-fn thread_cpu_seconds() -> f64 {
-    #[repr(C)]
-    struct Timespec {
-        sec: i64,
-        nsec: i64,
-    }
-    extern "C" {
-        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-    }
-    let mut ts = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: `ts` is a valid timespec (64-bit Linux layout) the call fills in.
-    unsafe { clock_gettime(3, &mut ts) };
-    ts.sec as f64 + ts.nsec as f64 * 1e-9
-}
-
-/// A vector of `len` floats from `f(i)` whose slice `[off..off+len]` starts 64-byte
-/// aligned (what the graph should hand the blocked ops); `ALIGN=0` measures unaligned.
-fn buf(len: usize, f: impl Fn(usize) -> f32) -> (Vec<f32>, usize) {
-    let mut v = vec![0.0f32; len + 16];
-    let aligned = std::env::var("ALIGN").map_or(true, |v| v != "0");
-    let off = if aligned { ((v.as_ptr() as usize).wrapping_neg() % 64) / 4 } else { 1 };
-    for i in 0..len {
-        v[off + i] = f(i);
-    }
-    (v, off)
 }
 
 fn main() {

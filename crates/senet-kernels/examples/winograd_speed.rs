@@ -12,28 +12,11 @@ use senet_kernels::nn::winograd::{ConvWino, WinoTile};
 use senet_kernels::{pool, simd, Shape4};
 use std::time::Instant;
 
-fn thread_cpu_seconds() -> f64 {
-    #[repr(C)]
-    struct Timespec {
-        sec: i64,
-        nsec: i64,
-    }
-    extern "C" {
-        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-    }
-    let mut ts = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: `ts` is a valid timespec the call fills in.
-    unsafe { clock_gettime(3, &mut ts) };
-    ts.sec as f64 + ts.nsec as f64 * 1e-9
-}
+mod common;
+use common::thread_cpu_seconds;
 
 fn buf(len: usize, f: impl Fn(usize) -> f32) -> (Vec<f32>, usize) {
-    let mut v = vec![0.0f32; len + 16];
-    let off = ((v.as_ptr() as usize).wrapping_neg() % 64) / 4;
-    for i in 0..len {
-        v[off + i] = f(i);
-    }
-    (v, off)
+    common::buf(len, true, f)
 }
 
 fn main() {
