@@ -326,10 +326,15 @@ unsafe fn sigmoid_k<V: Vf32>(v: &mut [f32]) {
         V::load(p.add(i)).sigmoid().store(p.add(i));
         i += V::LANES;
     }
-    while i < v.len() {
-        // The scalar twin of the vector formula, so tails match the lanes.
-        *p.add(i) = <f32 as Vf32>::sigmoid(*p.add(i));
-        i += 1;
+    if i < v.len() {
+        // The tail through the same vector code (via a zero-padded copy), so an
+        // element's gate does not depend on where a task's chunk starts: the scalar
+        // twin differs in the last bit (it broke bitwise equality across thread counts).
+        let mut t = [0.0f32; 16];
+        let tail = v.len() - i;
+        t[..tail].copy_from_slice(&v[i..]);
+        V::load(t.as_ptr()).sigmoid().store(t.as_mut_ptr());
+        v[i..].copy_from_slice(&t[..tail]);
     }
 }
 
@@ -492,7 +497,9 @@ fn fc_layer(
     sigmoid: bool,
 ) -> Vec<f32> {
     let mut out = vec![0.0f32; rows * n];
-    let tasks = tasks_for(rows * n * k / 4, rows);
+    // Work: the weights read once (at batch 1 that dominates: 1024→64 streams 256 KiB,
+    // which two threads fetch faster than one) plus the multiply-adds, 4 per element.
+    let tasks = tasks_for(rows * k + rows * n * k / 4, rows);
     if tasks <= 1 {
         fc_rows(level, wt, b, inp, n, k, 0, sigmoid, &mut out);
     } else {

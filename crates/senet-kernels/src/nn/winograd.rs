@@ -28,7 +28,8 @@
 //! each V_ξ slice (K·T ≤ 64 Ki floats) is reused from L1/L2 by every group and the
 //! weights are streamed once per tile block of up to 128–256 tiles; M then holds all
 //! the task's groups. When there are too few tile blocks for the threads, tasks also
-//! split the output groups (each then transforms its input tiles itself). Per-thread
+//! split the output groups (each then transforms its input tiles itself: avoided in
+//! group-outer mode unless there are fewer tiles than threads). Per-thread
 //! scratch (thread-local, reused): P·T·16·(⌈cin/16⌉ + blocks of M) floats, e.g.
 //! ~0.8 MB for 64 channels, ~4.5 MB for F(4,3) 512→512 at batch 8.
 //!
@@ -686,13 +687,27 @@ impl ConvWino {
             // V (P·K·T floats) within ~768 KiB: with the U slices and M it stays in L2.
             ((192 * 1024) / (a * a * k)).clamp(8, 512)
         };
-        // Parallel: prefer ≥ 4 tile blocks per thread while blocks keep ≥ 28 tiles (two
-        // GEMM rows), ≥ 64 in ξ-outer mode (each block streams all the weights); then
-        // split the output groups until there are 4 (2 in ξ-outer mode) tasks per thread.
-        // Measured on 2 threads (256@14 and 512@7, batch 1 and 8).
-        let (min_t, tasks_per_thread) = if xi_outer { (64, 2) } else { (28, 4) };
+        // Parallel. Tasks are tile blocks × output-group splits; a group split
+        // transforms its tiles again, a tile block streams its groups' weights again.
+        // - Weights ≥ 8× the transformed input (ξ-outer with few tiles, e.g. 512@7
+        //   batch 8): ≥ 4 tile blocks per thread while blocks keep ≥ 64 tiles, then
+        //   group splits up to 2 tasks per thread (each task streams its share of the
+        //   weights once: 512@7 F(4,3) batch 8 4.4 ms, 5.2 with 2 tile blocks).
+        // - Else a multiple of the thread count of equal tile blocks, 2 per thread while
+        //   blocks keep ≥ 12 tiles (group-outer), and group splits only when there are
+        //   fewer tiles than threads (batch 1, 2 threads, against 4 tasks per thread
+        //   made by group splits: 128@28 F(4,3) 0.41 -> 0.33 ms, 64@56 F(4,3) 0.38 ->
+        //   0.35, 256@14 F(2,3) 0.55 -> 0.48).
+        let ng = self.groups.len();
+        let weight_bound = xi_outer && self.cout >= 8 * g;
         if threads > 1 {
-            t = t.min(g.div_ceil(4 * threads).max(min_t));
+            if weight_bound {
+                t = t.min(g.div_ceil(4 * threads).max(64));
+            } else {
+                let want = if !xi_outer && g >= 24 * threads { 2 * threads } else { threads };
+                let nblk = g.div_ceil(t).max(want).next_multiple_of(threads).min(g);
+                t = g.div_ceil(nblk);
+            }
         }
         if let Some(tt) = tunables().t {
             t = tt;
@@ -700,8 +715,7 @@ impl ConvWino {
         let t = t.min(g).max(1);
         let nblk = g.div_ceil(t);
         let t = g.div_ceil(nblk);
-        let ng = self.groups.len();
-        let want = tasks_per_thread * threads;
+        let want = if weight_bound { 2 * threads } else { threads };
         let mut split = if threads > 1 && nblk < want { want.div_ceil(nblk) } else { 1 };
         if let Some(s) = tunables().split {
             split = s;
