@@ -2,7 +2,8 @@
 //!
 //! `cargo run --release -p senet-kernels --example blocked_speed [reps]`
 //! Environment: `SHAPE=substring` runs only matching shapes, `BATCH=n` one batch size,
-//! `ALIGN=0` misaligns the blocked activations (default: 64-byte aligned). Prints
+//! `ALIGN=0` misaligns the blocked activations (default: 64-byte aligned), `COLD=1`
+//! evicts the caches before every run. Prints
 //! best-of-`reps` GFLOP/s (2 flops per multiply-add, padding taps included) at batch 1
 //! and 8, 1 and 2 threads (the machine is shared; 1-thread times are CPU times), with
 //! the FMA peak measured in the same run.
@@ -21,12 +22,21 @@ fn buf(len: usize, f: impl Fn(usize) -> f32) -> (Vec<f32>, usize) {
 
 /// Best time of `reps` runs. At 1 thread the work runs inline on this thread, so its
 /// CPU time is measured (other processes on the shared machine cannot inflate it).
+/// With `COLD=1`, a 64 MiB buffer is rewritten before every timed run, so that the
+/// weights come from memory as in a batch-1 forward (where each layer's weights are
+/// read once), not from the cache the previous run left them in.
 fn best(reps: usize, threads: usize, mut f: impl FnMut()) -> f64 {
+    let cold = std::env::var("COLD").is_ok_and(|v| v == "1");
+    let mut evict = if cold { vec![0u8; 64 << 20] } else { Vec::new() };
     f(); // warm-up
     let wall = Instant::now();
     let clock = || if threads == 1 { thread_cpu_seconds() } else { wall.elapsed().as_secs_f64() };
     let mut t = f64::INFINITY;
-    for _ in 0..reps {
+    for r in 0..reps {
+        for b in evict.iter_mut().step_by(64) {
+            *b = b.wrapping_add(r as u8);
+        }
+        std::hint::black_box(&evict);
         let t0 = clock();
         f();
         t = t.min(clock() - t0);
