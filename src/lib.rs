@@ -1,4 +1,7 @@
 #![deny(clippy::all)]
+// The #[napi] exports are registered by the macro outside test builds only, so the
+// helpers they call look unused to a test build.
+#![cfg_attr(test, allow(dead_code))]
 //! N-API binding of the senet kernels. This crate only validates, converts and
 //! dispatches: the math lives in `crates/senet-kernels`. The TypeScript layer (`lib/`)
 //! validates every argument first and throws TypeError/RangeError; the checks here are

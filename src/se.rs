@@ -14,7 +14,7 @@ fn weights<'a>(
     w2: &'a [f32],
     b2: Option<&'a [f32]>,
 ) -> Result<SeWeights<'a>> {
-    if c == 0 || w1.len() % c != 0 {
+    if c == 0 || !w1.len().is_multiple_of(c) {
         return Err(invalid(format!("w1.length must be a multiple of C = {c}, got {}", w1.len())));
     }
     SeWeights::new(w1, b1, w2, b2, c, w1.len() / c).map_err(invalid)
@@ -131,7 +131,7 @@ pub fn excite(
     b2: Option<Float32ArraySlice>,
     mut out: Option<Float32ArraySlice>,
 ) -> Result<Option<Float32Array>> {
-    if n == 0 || z.len() % n as usize != 0 {
+    if n == 0 || !z.len().is_multiple_of(n as usize) {
         return Err(invalid(format!("z.length ({}) must be a positive multiple of n = {n}", z.len())));
     }
     let c = z.len() / n as usize;

@@ -238,14 +238,14 @@ impl Model {
                     SeWeights::new(w1, b1.as_deref(), w2, b2.as_deref(), *c, *cr)
                         .map_err(|e| format!("op {i} (se): {e}"))?;
                 }
-                Op::Linear { cin, cout, weight, bias, .. } => {
-                    if *cin == 0 || *cout == 0 || weight.len() != cin * cout || bias.len() != *cout {
-                        return Err(format!(
-                            "op {i} (linear): weight must be {cout}×{cin} and bias {cout}, got {} and {}",
-                            weight.len(),
-                            bias.len()
-                        ));
-                    }
+                Op::Linear { cin, cout, weight, bias, .. }
+                    if *cin == 0 || *cout == 0 || weight.len() != cin * cout || bias.len() != *cout =>
+                {
+                    return Err(format!(
+                        "op {i} (linear): weight must be {cout}×{cin} and bias {cout}, got {} and {}",
+                        weight.len(),
+                        bias.len()
+                    ));
                 }
                 Op::MaxPool { k, stride, .. } if *k == 0 || *stride == 0 => {
                     return Err(format!("op {i} (maxpool): k and stride must be positive"));
@@ -663,7 +663,7 @@ impl Model {
                     let xv = v(*x);
                     let res = residual.map(|r| v(r).blocked());
                     let y = &mut yb.as_mut_slice()[..blk::blk16_len(ys)];
-                    let res = res.as_deref().map(|r| r.as_ref());
+                    let res = res.as_deref();
                     if xv.lay == Lay::Plain && conv.takes_nchw() {
                         conv.run_nchw(xv.plain().as_ref(), xv.s, y, res, *relu);
                         if let Some(k) = self.squeeze_for[i] {
@@ -687,7 +687,7 @@ impl Model {
                     let w = SeWeights::new(w1, b1.as_deref(), w2, b2.as_deref(), *c, *cr).expect("checked in new()");
                     let rb = residual.map(|r| v(r).blocked());
                     let xy = &mut yb.as_mut_slice()[..blk::blk16_len(ys)];
-                    let io = ScaleIo::InPlace { xy, residual: rb.as_deref().map(|r| r.as_ref()) };
+                    let io = ScaleIo::InPlace { xy, residual: rb.as_deref() };
                     if self.squeeze_fused(i) {
                         let mut g = vec![0.0f32; ys.n * c];
                         se::excite(&ws.means[i], ys.n, &w, &mut g);
@@ -703,7 +703,7 @@ impl Model {
                     let xb = xv.blocked();
                     let rb = residual.map(|r| v(r).blocked());
                     let y = &mut yb.as_mut_slice()[..blk::blk16_len(ys)];
-                    let io = ScaleIo::Out { x: xb.as_ref(), residual: rb.as_deref().map(|r| r.as_ref()), out: y };
+                    let io = ScaleIo::Out { x: xb.as_ref(), residual: rb.as_deref(), out: y };
                     if self.squeeze_fused(i) {
                         // Means computed by the conv that wrote x: excite, then one pass.
                         let mut g = vec![0.0f32; xv.s.n * c];
@@ -738,7 +738,7 @@ impl Model {
             };
             debug_assert_eq!(ylay, op.out_lay());
             if let Some(t0) = t0 {
-                times.push((op.describe(&cur, ys), t0.elapsed().as_secs_f64() * 1e3));
+                times.push((op.describe(cur, ys), t0.elapsed().as_secs_f64() * 1e3));
             }
             ws.slots[target] = yb;
             self.advance_map(i, &mut ws.map);

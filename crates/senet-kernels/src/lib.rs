@@ -32,6 +32,7 @@ pub struct Shape4 {
     pub w: usize,
 }
 
+#[allow(clippy::len_without_is_empty)] // len is checked (Option), is_empty would not be
 impl Shape4 {
     pub fn new(n: usize, c: usize, h: usize, w: usize) -> Self {
         Shape4 { n, c, h, w }

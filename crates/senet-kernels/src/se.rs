@@ -281,6 +281,7 @@ unsafe fn dot4_k<V: Vf32>(w: *const f32, x: *const f32, len: usize) -> [f32; 4] 
 /// ReLU (`sigmoid == false`) or sigmoid. Output is row-major by weight row so that
 /// parallel tasks own contiguous output chunks; the caller transposes.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn fc_rows_k<V: Vf32>(
     w: &[f32],
     b: Option<&[f32]>,
@@ -340,6 +341,7 @@ unsafe fn sigmoid_k<V: Vf32>(v: &mut [f32]) {
 
 /// `y[i] = act(x[i]·g [+ r[i]])` for i in `off .. off + len` (one NCHW plane, one gate).
 #[inline(always)]
+#[allow(clippy::int_plus_one)] // `i + $step <= end` reads as intended for step 1 too
 unsafe fn scale_plane_k<V: Vf32>(p: Ptrs, off: usize, len: usize, g: f32, relu: bool, stream: bool) {
     let (x, r, y) = (p.x.add(off), p.r, p.y.add(off));
     let gv = V::splat(g);
@@ -375,6 +377,7 @@ unsafe fn scale_plane_k<V: Vf32>(p: Ptrs, off: usize, len: usize, g: f32, relu: 
 /// `y[i] = act(x[i]·g[i mod c] [+ r[i]])` over `pixels` NHWC rows of `c` floats starting
 /// at element `off`; `g` points at this sample's `c` gates.
 #[inline(always)]
+#[allow(clippy::int_plus_one)] // as in scale_plane_k
 unsafe fn scale_rows_k<V: Vf32>(p: Ptrs, off: usize, pixels: usize, c: usize, g: *const f32, relu: bool) {
     let zero = V::zero();
     for px in 0..pixels {
@@ -486,6 +489,7 @@ pub fn excite(z: &[f32], n: usize, w: &SeWeights, gates: &mut [f32]) {
 }
 
 /// One FC layer for all samples: returns [rows, n] (row-major by weight row).
+#[allow(clippy::too_many_arguments)]
 fn fc_layer(
     level: SimdLevel,
     wt: &[f32],
@@ -554,8 +558,8 @@ fn scale_in(level: SimdLevel, p: Ptrs, s: Shape4, layout: Layout, gates: &[f32],
         let tasks = tasks_for(p.len, planes);
         let per = planes.div_ceil(tasks);
         let run = |t: usize| {
-            for pl in t * per..((t + 1) * per).min(planes) {
-                scale_plane(level, p, pl * hw, hw, gates[pl], relu, stream);
+            for (pl, &g) in gates.iter().enumerate().take(((t + 1) * per).min(planes)).skip(t * per) {
+                scale_plane(level, p, pl * hw, hw, g, relu, stream);
             }
             if stream {
                 stream_fence();

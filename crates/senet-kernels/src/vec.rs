@@ -63,7 +63,7 @@ pub(crate) trait Vf32: Copy {
         p = p.mul_add(r, Self::splat(8.333_452e-3));
         p = p.mul_add(r, Self::splat(4.166_579_6e-2));
         p = p.mul_add(r, Self::splat(1.666_666_5e-1));
-        p = p.mul_add(r, Self::splat(5.000_000_1e-1));
+        p = p.mul_add(r, Self::splat(5e-1));
         let r2 = r.mul(r);
         let e = p.mul_add(r2, r.add(Self::splat(1.0)));
         // The clamp keeps n in [-126, 127], a normal exponent.

@@ -29,9 +29,12 @@ fn conv_w(rng: &mut Rng, cin: usize, cout: usize, k: usize, stride: usize, pad: 
 
 /// A stem, a max pool, two SE bottlenecks (the second downsampling, with a projection
 /// shortcut), global pooling and a linear head: every op kind, slots reused.
+/// SE weights: w1, b1, w2, b2.
+type SeW = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
 struct Net {
     convs: Vec<ConvW>,
-    se: Vec<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)>,
+    se: Vec<SeW>,
     lin: (Vec<f32>, Vec<f32>),
 }
 

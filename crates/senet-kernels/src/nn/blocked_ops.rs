@@ -219,7 +219,7 @@ fn scale_in(x: *const f32, r: *const f32, y: *mut f32, xs: Shape4, gates: &[f32]
     // Outputs too large for the cache (batch 8 at 56×56: 26 MB) are written with
     // non-temporal stores, saving the read-for-ownership of every line; planes are
     // 64-byte multiples, so an aligned y keeps every store aligned.
-    let stream = planes * hw * BLK * 4 >= STREAM_MIN_BYTES && (y as usize) % 64 == 0;
+    let stream = planes * hw * BLK * 4 >= STREAM_MIN_BYTES && (y as usize).is_multiple_of(64);
     let (xp, rp, yp) = (SyncPtr(x as *mut f32), SyncPtr(r as *mut f32), SyncPtr(y));
     for_each_task(tasks, planes * hw * BLK >= 2 * crate::pool::PAR_GRAIN, |t| {
         for p in t * planes / tasks..(t + 1) * planes / tasks {
