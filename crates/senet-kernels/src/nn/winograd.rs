@@ -28,8 +28,9 @@
 //! each V_ξ slice (K·T ≤ 64 Ki floats) is reused from L1/L2 by every group and the
 //! weights are streamed once per tile block of up to 128–256 tiles; M then holds all
 //! the task's groups. When there are too few tile blocks for the threads, tasks also
-//! split the output groups (each then transforms its input tiles itself: avoided in
-//! group-outer mode unless there are fewer tiles than threads). Per-thread
+//! split the output groups (each then transforms its input tiles itself, so this is
+//! done only when the transformed weights outweigh the input 8× or there are fewer
+//! tiles than threads; see `plan`). Per-thread
 //! scratch (thread-local, reused): P·T·16·(⌈cin/16⌉ + blocks of M) floats, e.g.
 //! ~0.8 MB for 64 channels, ~4.5 MB for F(4,3) 512→512 at batch 8.
 //!
