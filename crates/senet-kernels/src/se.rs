@@ -331,7 +331,8 @@ unsafe fn sigmoid_k<V: Vf32>(v: &mut [f32]) {
         // The tail through the same vector code (via a zero-padded copy), so an
         // element's gate does not depend on where a task's chunk starts: the scalar
         // twin differs in the last bit (it broke bitwise equality across thread counts).
-        let mut t = [0.0f32; 16];
+        let mut t = [0.0f32; 16]; // ≥ the widest vector (AVX-512: 16 lanes)
+        debug_assert!(V::LANES <= t.len());
         let tail = v.len() - i;
         t[..tail].copy_from_slice(&v[i..]);
         V::load(t.as_ptr()).sigmoid().store(t.as_mut_ptr());
