@@ -292,3 +292,31 @@ for (const { name: backend, SEResNet: Model } of backends) {
     })
   }
 }
+
+// A model kept across `setSimdLevel` switches: its convolutions re-derive their weight
+// packings for the new level's kernels (a scalar forward after an AVX-512 one once read
+// AVX-512's 4-block packing as single blocks and returned wrong logits).
+test.serial('native: forward stays correct across setSimdLevel switches', async (t) => {
+  const native = backends.find((b) => b.name === 'native')
+  if (!native) return t.pass()
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const api = require('../lib/index') as { setSimdLevel(l: string): void; simdLevel(): string; supportedSimdLevels(): string[] }
+  const fx = fixtures.find((f) => f.name === 'tiny_seresnet_bottleneck') as Fixture
+  const m = await native.SEResNet.fromSafetensors(fx.config, join(FIXTURES, `${fx.name}.safetensors`))
+  const before = api.simdLevel()
+  const levels = api.supportedSimdLevels()
+  try {
+    for (const order of [[...levels].reverse(), levels, [...levels].reverse()]) {
+      for (const level of order) {
+        api.setSimdLevel(level)
+        for (const c of fx.cases) {
+          const d = maxAbsDiff(m.forwardSync(makeInput(c.shape, c.seed), c.shape), c.logits)
+          t.true(d <= TOL, `${level}, ${c.shape.join('×')}: max |Δlogit| ${d}`)
+        }
+      }
+    }
+  } finally {
+    api.setSimdLevel(before)
+    m.dispose()
+  }
+})

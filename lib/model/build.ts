@@ -269,8 +269,12 @@ export function buildProgram(c: ResolvedConfig, params: ParamSource, opts: Build
     if (!b.se || c.se === 'pre') {
       v = convAdd(t, shortcut())
     } else if (c.se === 'standard') {
+      // Shortcut first: the conv2 output stays live (and its slot untouched) until the
+      // SE op, which lets the executor run conv3 inside the SE op with the gates in its
+      // epilogue (graph.rs, `gate_pair`).
+      const sc = shortcut()
       t = conv(last, t, branchRelu)
-      v = se(b.se, t, true, shortcut())
+      v = se(b.se, t, true, sc)
     } else if (c.se === 'post') {
       v = se(b.se, convAdd(t, shortcut()), false)
     } else {

@@ -471,3 +471,111 @@ fn se_scale_blk16_streaming_is_exact() {
         }
     });
 }
+
+/// The SE-gated 1×1 path (`gate_fusable` layers): `project_means` gives the channel
+/// means of the layer's output from those of its input (W·mean(x) + b, one FMA chain
+/// per output: within a few roundings of the float64 mean of the stored outputs, and
+/// bitwise the same for every thread count, batch and packing), and `run_gated` stores
+/// exactly what `run` followed by the SE scale (`se_scale_blk16`) stores: the same
+/// multiply and add on the same values.
+#[test]
+fn conv_blk_project_means_and_run_gated() {
+    simd::for_each_level(|level| {
+        // (n, cin, h, w, cout): the tile width differs with h·w (7×7 → 3 blocks per tile,
+        // wider maps 2 or 4), channels not multiples of 16 exercise the padding lanes.
+        for (i, &(n, cin, h, w, cout)) in [(2, 64, 14, 13, 80), (3, 40, 7, 7, 56), (1, 16, 9, 11, 64), (2, 96, 5, 6, 33)].iter().enumerate() {
+            let mut rng = Rng(0x9a7e + i as u64);
+            let wt = rng.vec(cout * cin);
+            let b = rng.vec(cout);
+            let conv = ConvBlk::new(&wt, &b, cin, cout, 1, 1, 1, 0, 1);
+            assert!(conv.gate_fusable());
+            let xs = Shape4::new(n, cin, h, w);
+            let ys = Shape4::new(n, cout, h, w);
+            let x = rng.vec(n * cin * h * w);
+            let xb = to_blk(&x, xs);
+            // Means of the input, as the squeeze computes them.
+            let mut mx = vec![0.0f32; n * cin];
+            squeeze_blk16(&xb, xs, &mut mx);
+            let z = same_for_thread_counts(|| {
+                let mut z = vec![f32::NAN; n * cout];
+                conv.project_means(&mx, n, h, w, &mut z);
+                z
+            });
+            // Image by image: the same bits as in the batch.
+            for img in 0..n {
+                let mut z1 = vec![f32::NAN; cout];
+                conv.project_means(&mx[img * cin..(img + 1) * cin], 1, h, w, &mut z1);
+                assert_eq!(bits(&z1), bits(&z[img * cout..(img + 1) * cout]), "case {i} image {img}: batch-dependent means");
+            }
+            let mut y = vec![0.0f32; blk16_len(ys)];
+            conv.run(&xb, xs, &mut y, None, false);
+            let yn = from_blk(&y, ys);
+            let hw = h * w;
+            for p in 0..n * cout {
+                let seg = &yn[p * hw..(p + 1) * hw];
+                let want: f64 = seg.iter().map(|&v| v as f64).sum::<f64>() / hw as f64;
+                // Error scale: Σ|w|·mean|x| + |b| (each term rounded a few times).
+                let co = p % cout;
+                let img = p / cout;
+                let scale: f64 = (0..cin).map(|c| (wt[co * cin + c] as f64).abs() * (mx[img * cin + c] as f64).abs()).sum::<f64>() + (b[co] as f64).abs();
+                let got = z[p] as f64;
+                assert!((got - want).abs() <= (4.0 * cin as f64 + 64.0) * U * (scale + 1.0), "{level:?} case {i} plane {p}: {got} vs {want}");
+            }
+            // Gated run == run + scale, with and without residual and ReLU.
+            let gates: Vec<f32> = rng.vec(n * cout).iter().map(|v| 0.5 + 0.5 * v).collect();
+            let cp = cout.div_ceil(16) * 16;
+            let mut gp = vec![0.0f32; n * cp];
+            for img in 0..n {
+                gp[img * cp..img * cp + cout].copy_from_slice(&gates[img * cout..(img + 1) * cout]);
+            }
+            let r = to_blk(&rng.vec(n * cout * h * w), ys);
+            for (res, relu) in [(None, false), (Some(&r[..]), true), (Some(&r[..]), false), (None, true)] {
+                let mut want = y.clone();
+                se_scale_blk16(ScaleIo::InPlace { xy: &mut want, residual: res }, ys, &gates, relu);
+                let got = same_for_thread_counts(|| {
+                    let mut g = vec![f32::NAN; blk16_len(ys)];
+                    conv.run_gated(&xb, xs, &mut g, res, relu, &gp);
+                    g
+                });
+                assert_eq!(bits(&got), bits(&want), "{level:?} case {i} res={} relu={relu}", res.is_some());
+                assert_zero_padding(&got, ys, "run_gated");
+            }
+        }
+    });
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// One layer object kept across SIMD level switches (`setSimdLevel` at run time): the
+/// wide-tile packings made under AVX-512 (4, 3 or 2 blocks per tile) must be re-derived
+/// correctly for the one-block kernels of the other levels and back. (Each packing is
+/// located with the tile widths it was made with; before, a scalar run after an
+/// AVX-512 run read the 4-block packing as if it held single blocks.)
+#[test]
+fn conv_blk_survives_level_switches() {
+    let mut rng = Rng(0x1e7e1);
+    for &(cin, cout, k, pad, h, w) in &[(64, 256, 1, 0, 9, 10), (96, 80, 3, 1, 7, 7), (64, 96, 3, 1, 12, 11)] {
+        let wt = rng.vec(cout * cin * k * k);
+        let b = rng.vec(cout);
+        let conv = ConvBlk::new(&wt, &b, cin, cout, k, k, 1, pad, 1);
+        let c = cc(1, cin, h, w, cout, k, k, 1, pad, 1);
+        let x = rng.vec(cin * h * w);
+        let xs = Shape4::new(1, cin, h, w);
+        let ys = Shape4::new(1, cout, h, w);
+        let (want, bound) = conv_ref(&c, &x, &wt, &b, None, false);
+        let levels = simd::supported_levels();
+        // Every level after every other one (and each twice in a row).
+        for _ in 0..2 {
+            simd::for_each_level(|_| {
+                for &l in levels.iter().rev() {
+                    simd::set_level(l).unwrap();
+                    let mut y = vec![f32::NAN; blk16_len(ys)];
+                    conv.run(&to_blk(&x, xs), xs, &mut y, None, false);
+                    check_close(&from_blk(&y, ys), &want, &bound, cin * k * k, &format!("{cin}->{cout} k{k} after switching to {l:?}"));
+                }
+            });
+        }
+    }
+}

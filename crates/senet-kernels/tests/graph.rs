@@ -181,9 +181,17 @@ fn batched_forward_equals_per_image_forward_for_every_split() {
     let _g = senet_kernels::simd::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let n = net();
     let m = model(&n);
-    // Both SE ops overwrite their (dead) input: the in-place path is what runs here.
+    // Both SE ops overwrite their (dead) input, and run fused with their conv3.
     assert_eq!(m.in_place_count(), 2);
-    let (h, w) = (37, 45);
+    assert_eq!(m.gated_count(), 2);
+    // 37×45: both blocks gate in the conv's epilogue (maps 10×12 and 5×6 against 16 and
+    // 24 conv3 input channels); 18×17: the second block's 3×3 map takes the unfused order.
+    for (h, w) in [(37, 45), (18, 17)] {
+        batched_equals_per_image(&m, h, w);
+    }
+}
+
+fn batched_equals_per_image(m: &Model, h: usize, w: usize) {
     let batch = 5;
     let per = 3 * h * w;
     let x = Rng(99).vec(batch * per);
@@ -203,7 +211,7 @@ fn batched_forward_equals_per_image_forward_for_every_split() {
             failed.push(format!("{split:?} (max |Δ| {d:e})"));
         }
     }
-    assert!(failed.is_empty(), "batched logits differ from per-image ones for splits {failed:?}");
+    assert!(failed.is_empty(), "{h}×{w}: batched logits differ from per-image ones for splits {failed:?}");
 }
 
 #[test]
@@ -211,21 +219,24 @@ fn forward_matches_float64_reference() {
     // (for_each_level holds the test lock itself)
     let n = net();
     let m = model(&n);
-    let (h, w) = (40, 33);
-    let per = 3 * h * w;
-    let x = Rng(7).vec(3 * per);
-    senet_kernels::simd::for_each_level(|level| {
-        let y = m.forward_split(&x, Shape4::new(3, 3, h, w), Split::Ops(6)).unwrap();
-        for i in 0..3 {
-            let r = reference(&n, &x[i * per..(i + 1) * per], h, w);
-            for k in 0..CLASSES {
-                let (got, want) = (y[i * CLASSES + k] as f64, r[k]);
-                // float32 accumulation over ≤ 432 products per output through 9 layers:
-                // relative 1e-4 of the logit scale is ~100× the observed error.
-                assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{level:?} image {i} logit {k}: {got} vs {want}");
+    // 40×33: both SE blocks gated in conv3's epilogue; 18×17: the second one unfused
+    // (see `batched_forward_equals_per_image_forward_for_every_split`).
+    for (h, w) in [(40, 33), (18, 17)] {
+        let per = 3 * h * w;
+        let x = Rng(7).vec(3 * per);
+        senet_kernels::simd::for_each_level(|level| {
+            let y = m.forward_split(&x, Shape4::new(3, 3, h, w), Split::Ops(6)).unwrap();
+            for i in 0..3 {
+                let r = reference(&n, &x[i * per..(i + 1) * per], h, w);
+                for k in 0..CLASSES {
+                    let (got, want) = (y[i * CLASSES + k] as f64, r[k]);
+                    // float32 accumulation over ≤ 432 products per output through 9
+                    // layers: relative 1e-4 of the logit scale is ~100× the observed error.
+                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{h}×{w} {level:?} image {i} logit {k}: {got} vs {want}");
+                }
             }
-        }
-    });
+        });
+    }
 }
 
 #[test]
@@ -241,4 +252,56 @@ fn batch_errors_leave_no_state_behind() {
     let b = m.forward_split(&x, Shape4::new(2, 3, 32, 32), Split::Batch).unwrap();
     assert_eq!(bits(&a), bits(&b));
     assert_eq!(a[..CLASSES], a[CLASSES..]);
+}
+
+/// Which SE ops scale in place and which run fused with their conv: a slot that later
+/// holds the program's output may still be scaled in place when an op overwrites it
+/// first; the pairing is refused when an op between the conv and the SE op overwrites
+/// the conv's input, reads its output, or when the conv is not a dense 1×1/1 layer
+/// without residual and ReLU.
+#[test]
+fn in_place_and_gating_rules() {
+    let n = net();
+    let conv = |i: usize| {
+        let c = &n.convs[i];
+        Conv::new(&c.w, &c.b, c.cin, c.cout, c.k, c.k, c.stride, c.pad, 1)
+    };
+    let se = |x: usize, y: usize, residual: Option<usize>| {
+        let (w1, b1, w2, b2) = n.se[0].clone();
+        Op::Se { x, y, c: 32, cr: 8, w1, b1: Some(b1), w2, b2: Some(b2), residual, relu: true }
+    };
+    let head = |x: usize, pooled: usize, out: usize| {
+        vec![
+            Op::Gap { x, y: pooled },
+            Op::Linear { x: pooled, y: out, cin: 32, cout: CLASSES, weight: vec![0.01; CLASSES * 32], bias: vec![0.0; CLASSES] },
+        ]
+    };
+    // Stem (16 ch) → conv3-like 1×1 16→32 → SE (x = 3, the output slot: overwritten by
+    // the linear head later, so in place and gated).
+    let stem = || Op::Conv { x: 0, y: 1, conv: conv(0), residual: None, relu: true };
+    let proj = |y: usize, relu: bool| Op::Conv { x: 1, y, conv: conv(3), residual: None, relu };
+    let mut ops = vec![stem(), proj(3, false), se(3, 2, None)];
+    ops.extend(head(2, 4, 3));
+    let m = Model::new(ops, 5, 3, CLASSES, 3).unwrap();
+    assert_eq!((m.in_place_count(), m.gated_count()), (1, 1));
+    // The same with a ReLU on the conv: in place, not gated.
+    let mut ops = vec![stem(), proj(3, true), se(3, 2, None)];
+    ops.extend(head(2, 4, 3));
+    let m = Model::new(ops, 5, 3, CLASSES, 3).unwrap();
+    assert_eq!((m.in_place_count(), m.gated_count()), (1, 0));
+    // An op between conv and SE overwrites the conv's input (slot 1): not gated.
+    let mut ops = vec![stem(), proj(3, false), Op::MaxPool { x: 0, y: 1, k: 1, stride: 1, pad: 0, ceil: false }, se(3, 2, None)];
+    ops.extend(head(2, 4, 3));
+    let m = Model::new(ops, 5, 3, CLASSES, 3).unwrap();
+    assert_eq!((m.in_place_count(), m.gated_count()), (1, 0));
+    // The SE input is read again later (as the next op's input): neither.
+    let mut ops = vec![stem(), proj(3, false), se(3, 2, None), Op::Add { a: 2, b: 3, y: 1, relu: false }];
+    ops.extend(head(1, 4, 5));
+    let m = Model::new(ops, 6, 3, CLASSES, 5).unwrap();
+    assert_eq!((m.in_place_count(), m.gated_count()), (0, 0));
+    // The SE input is the program's output and never overwritten: not in place (and the
+    // program is rejected anyway: its output is not numClasses wide).
+    let ops = vec![stem(), proj(3, false), se(3, 2, None)];
+    let m = Model::new(ops, 4, 3, 32, 3).unwrap();
+    assert_eq!((m.in_place_count(), m.gated_count()), (0, 0));
 }

@@ -24,6 +24,7 @@
 use crate::aligned::{with_scratch, Aligned};
 use super::{for_each_task, SyncPtr};
 use crate::simd::{self, SimdLevel};
+use crate::vec::{simd_dispatch, Vf32};
 use crate::Shape4;
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -154,9 +155,16 @@ pub struct ConvBlk {
     /// output blocks (`[cb][kh][kw][cpb][g·16]` at `woff[ob0]`, see [`block_groups`]).
     /// A packing is derived from whichever one exists when a call first needs it, and a
     /// dense layer then drops the others: one input size keeps one copy of the weights.
-    packs: RwLock<[Option<Arc<Aligned>>; 5]>,
+    packs: RwLock<[Option<Packing>; 5]>,
     /// `16·⌈cout/16⌉` values, zero padded.
     bias: Aligned,
+}
+
+/// One weight packing of a [`ConvBlk`]: the weights and the tile widths
+/// ([`block_groups`] `counts`) its groups were formed with.
+struct Packing {
+    w: Arc<Aligned>,
+    counts: &'static [usize],
 }
 
 /// Measurement overrides, read once from the environment: `SENET_BLK_NB=1|2|3|4` forces
@@ -281,7 +289,7 @@ impl ConvBlk {
         let uniform = ib0.iter().all(|&b| b == ib0[0]) && nib.iter().all(|&b| b == nib[0]);
         let mut b = Aligned::zeroed(cob * BLK);
         b.as_mut_slice()[..cout].copy_from_slice(bias);
-        ConvBlk { cin, cout, kh, kw, stride, pad, groups, cpb, ib0, nib, woff, uniform, packs: RwLock::new([None, Some(Arc::new(wa)), None, None, None]), bias: b }
+        ConvBlk { cin, cout, kh, kw, stride, pad, groups, cpb, ib0, nib, woff, uniform, packs: RwLock::new([None, Some(Packing { w: Arc::new(wa), counts: &[1] }), None, None, None]), bias: b }
     }
 
     /// Input channels.
@@ -316,7 +324,7 @@ impl ConvBlk {
     /// # Panics
     /// When `xs.c != cin`, the output size is undefined, or a length does not match.
     pub fn run(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool) {
-        self.run_impl(x, xs, y, residual, relu, None)
+        self.run_impl(x, xs, y, residual, relu, None, None)
     }
 
     /// [`ConvBlk::run`] that also returns the channel means of its output (the SE
@@ -326,10 +334,77 @@ impl ConvBlk {
     /// means too are the same for any thread count.
     pub fn run_squeeze(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, means: &mut [f32]) {
         assert_eq!(means.len(), xs.n * self.cout, "conv_blk: means length");
-        self.run_impl(x, xs, y, residual, relu, Some(means))
+        self.run_impl(x, xs, y, residual, relu, Some(means), None)
     }
 
-    fn run_impl(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>) {
+    /// Whether this layer can apply an SE block's gates in its epilogue from the means
+    /// of its input ([`ConvBlk::project_means`], [`ConvBlk::run_gated`]): a dense 1×1,
+    /// stride-1, unpadded convolution of at least 16 input channels (an SE-ResNet's
+    /// conv3). Such a layer is linear per pixel, so the channel means of its output are
+    /// the layer applied to the channel means of its input.
+    pub fn gate_fusable(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0 && self.groups == 1 && self.cpb == BLK
+    }
+
+    /// The channel means of this layer's output computed from those of its input
+    /// (`means` [n · cin] → `z` [n · cout]): `z = W · means + bias`, for an input of
+    /// h×w pixels (which decides the weight packing read, as in [`ConvBlk::run`]).
+    /// Each output is one multiply-add chain over the input channels in ascending
+    /// order, whichever packing, task split or batch: bitwise the same for an image
+    /// alone or in any batch, at any thread count. Reading the weights here also
+    /// brings them into the cache for the [`ConvBlk::run_gated`] call that follows.
+    ///
+    /// # Panics
+    /// Unless [`ConvBlk::gate_fusable`], or on a length mismatch.
+    pub fn project_means(&self, means: &[f32], n: usize, h: usize, w: usize, z: &mut [f32]) {
+        assert!(self.gate_fusable(), "conv_blk: project_means needs a dense 1×1/1 layer");
+        assert_eq!(means.len(), n * self.cin, "conv_blk: means length");
+        assert_eq!(z.len(), n * self.cout, "conv_blk: z length");
+        if n == 0 {
+            return;
+        }
+        let level = simd::level();
+        let (nb, counts) = self.tile_nb(level, true, false, h * w);
+        let groups = block_groups(blocks(self.cout), nb, counts);
+        let wpack = self.packed(nb, counts);
+        let (cin, cout) = (self.cin, self.cout);
+        let kb = self.nib[0];
+        // Means zero-padded to whole input blocks (the packed weights are zero there).
+        let mut mp = vec![0.0f32; n * kb * BLK];
+        for i in 0..n {
+            mp[i * kb * BLK..][..cin].copy_from_slice(&means[i * cin..(i + 1) * cin]);
+        }
+        let zp = SyncPtr(z.as_mut_ptr());
+        let work = n * kb * BLK * blocks(cout) * BLK;
+        for_each_task(groups.len(), work >= crate::pool::PAR_GRAIN, |gi| {
+            let (ob0, g) = groups[gi];
+            let wg = &wpack.as_slice()[self.woff[ob0]..][..kb * BLK * g * BLK];
+            let mut acc = vec![0.0f32; g * BLK];
+            for i in 0..n {
+                project_group(level, wg, &mp[i * kb * BLK..][..kb * BLK], self.bias.as_slice(), ob0, g, &mut acc);
+                for (l, &v) in acc.iter().enumerate() {
+                    let co = ob0 * BLK + l;
+                    if co < cout {
+                        // SAFETY: channel co of image i belongs to group gi's task only.
+                        unsafe { *zp.get().add(i * cout + co) = v };
+                    }
+                }
+            }
+        });
+    }
+
+    /// [`ConvBlk::run`] with an SE block's gates applied in the epilogue:
+    /// `y = act((conv(x) + bias) · gate [+ residual])`, `gates` [n · ⌈cout/16⌉·16] per
+    /// image and channel (padding lanes zero). Bitwise the same for any thread count.
+    ///
+    /// # Panics
+    /// As [`ConvBlk::run`], or when `gates` has the wrong length.
+    pub fn run_gated(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, gates: &[f32]) {
+        self.run_impl(x, xs, y, residual, relu, None, Some(gates))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_impl(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>, gate: Option<&[f32]>) {
         assert_eq!(xs.c, self.cin, "conv_blk: input channels");
         assert_eq!(x.len(), blk16_len(xs), "conv_blk: input length");
         let (h, w) = (xs.h, xs.w);
@@ -337,9 +412,9 @@ impl ConvBlk {
         // In Blk16, a narrow (cpb < 16) input still occupies one 16-lane block.
         let view = XView { p: x.as_ptr(), img: cb * h * w * BLK, cb: h * w * BLK, row: w * BLK, col: BLK, ci: 1 };
         if self.kh == 1 && self.kw == 1 && self.pad == 0 && self.stride > 1 {
-            return self.run_subsampled(x, xs, y, residual, relu, sq);
+            return self.run_subsampled(x, xs, y, residual, relu, sq, gate);
         }
-        self.exec(view, x, xs, BLK, cb, y, residual, relu, sq);
+        self.exec(view, x, xs, BLK, cb, y, residual, relu, sq, gate);
     }
 
     /// A strided 1×1 convolution (the downsample shortcut) is a 1×1/1 convolution of
@@ -347,12 +422,16 @@ impl ConvBlk {
     /// input), then run the flat path, whose tiles span rows (49 pixels of a 7×7 map in
     /// 4 tiles of 12–13 pixels × 2 blocks instead of 7 tiles of 7 × 3 blocks: fewer weight
     /// reloads from L2).
-    fn run_subsampled(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>) {
+    #[allow(clippy::too_many_arguments)]
+    fn run_subsampled(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>, gate: Option<&[f32]>) {
         let (oh, ow) = self.output_hw(xs.h, xs.w).expect("conv_blk: input smaller than the kernel");
         let ylen = xs.n * blocks(self.cout) * oh * ow * BLK;
         assert_eq!(y.len(), ylen, "conv_blk: output length");
         if let Some(r) = residual {
             assert_eq!(r.len(), ylen, "conv_blk: residual length");
+        }
+        if let Some(g) = gate {
+            assert_eq!(g.len(), xs.n * blocks(self.cout) * BLK, "conv_blk: gates length");
         }
         if ylen == 0 {
             return;
@@ -376,7 +455,7 @@ impl ConvBlk {
             });
             let sub = Shape4::new(xs.n, xs.c, oh, ow);
             let v = XView { p: dst.as_ptr(), img: cb * oh * ow * BLK, cb: oh * ow * BLK, row: ow * BLK, col: BLK, ci: 1 };
-            self.exec_view(simd::level(), v, sub, 1, false, oh, ow, y, residual, relu, sq);
+            self.exec_view(simd::level(), v, sub, 1, false, oh, ow, y, residual, relu, sq, gate);
         });
     }
 
@@ -397,7 +476,7 @@ impl ConvBlk {
         assert_eq!(Some(x.len()), xs.len(), "conv_blk: input length");
         let (h, w, c) = (xs.h, xs.w, xs.c);
         let view = XView { p: x.as_ptr(), img: c * h * w, cb: 0, row: w, col: 1, ci: h * w };
-        self.exec(view, x, xs, 1, c, y, residual, relu, None);
+        self.exec(view, x, xs, 1, c, y, residual, relu, None, None);
     }
 
     /// The shared driver. `x` holds per image `ppi` planes of h×w pixels of `e` floats
@@ -406,7 +485,7 @@ impl ConvBlk {
     /// the left and zeros on the right, and in two-row mode also `pad` zero rows on top
     /// and zeros below (then every kernel row is valid for every output row).
     #[allow(clippy::too_many_arguments)]
-    fn exec(&self, view: XView, x: &[f32], xs: Shape4, e: usize, ppi: usize, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>) {
+    fn exec(&self, view: XView, x: &[f32], xs: Shape4, e: usize, ppi: usize, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>, gate: Option<&[f32]>) {
         let (oh, ow) = self.output_hw(xs.h, xs.w).expect("conv_blk: input smaller than the kernel");
         let cob = blocks(self.cout);
         let ylen = xs.n * cob * oh * ow * BLK;
@@ -414,13 +493,16 @@ impl ConvBlk {
         if let Some(r) = residual {
             assert_eq!(r.len(), ylen, "conv_blk: residual length");
         }
+        if let Some(g) = gate {
+            assert_eq!(g.len(), xs.n * cob * BLK, "conv_blk: gates length");
+        }
         if ylen == 0 {
             return;
         }
         let level = simd::level();
         let (s, pad) = (self.stride, self.pad);
         if pad == 0 {
-            self.exec_view(level, view, xs, s, false, oh, ow, y, residual, relu, sq);
+            self.exec_view(level, view, xs, s, false, oh, ow, y, residual, relu, sq, gate);
             return;
         }
         let rows2 = self.rows2(level, oh, ow, e);
@@ -459,7 +541,7 @@ impl ConvBlk {
                 col: e,
                 ci: if e == BLK { 1 } else { hp * wp },
             };
-            self.exec_view(level, v, xs, s, rows2, oh, ow, y, residual, relu, sq);
+            self.exec_view(level, v, xs, s, rows2, oh, ow, y, residual, relu, sq, gate);
         });
     }
 
@@ -473,26 +555,33 @@ impl ConvBlk {
             && tunables().rows2
     }
 
-    /// The weights packed for tiles of `nb` output blocks (see `packs`).
-    fn packed(&self, nb: usize, counts: &[usize]) -> Arc<Aligned> {
+    /// The weights packed for tiles of `nb` output blocks, grouped by
+    /// `block_groups(cob, nb, counts)` (see `packs`).
+    fn packed(&self, nb: usize, counts: &'static [usize]) -> Arc<Aligned> {
         if let Some(p) = &self.packs.read().unwrap_or_else(|e| e.into_inner())[nb] {
-            return p.clone();
+            if p.counts == counts {
+                return p.w.clone();
+            }
         }
         let mut packs = self.packs.write().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = &packs[nb] {
-            return p.clone();
+            if p.counts == counts {
+                return p.w.clone();
+            }
         }
-        let (src_nb, src) = packs
+        // Derive from an existing packing, located with the counts it was made with (a
+        // SIMD level switched at run time asks for other counts than the packing has).
+        let (src_nb, src_counts, src) = packs
             .iter()
             .enumerate()
-            .find_map(|(i, p)| p.as_ref().map(|p| (i, p.clone())))
+            .find_map(|(i, p)| p.as_ref().map(|p| (i, p.counts, p.w.clone())))
             .expect("a ConvBlk always holds one packing");
         let per_block = self.kh * self.kw * self.cpb * BLK;
         // Rows of 16 weights per block: (cb, ky, kx, ci).
         let steps = self.nib[0] * per_block / BLK;
         let cob = blocks(self.cout);
         // Where row r of output block ob sits in a packing of tile width `n`.
-        let locate = |n: usize| {
+        let locate = |n: usize, counts: &[usize]| {
             let mut at = vec![(0usize, 1usize, 0usize); cob]; // (woff of group start, g, b)
             for (ob0, g) in block_groups(cob, n, counts) {
                 for b in 0..g {
@@ -501,7 +590,7 @@ impl ConvBlk {
             }
             at
         };
-        let (from, to) = (locate(src_nb), locate(nb));
+        let (from, to) = (locate(src_nb, src_counts), locate(nb, counts));
         let w = src.as_slice();
         let mut buf = Aligned::zeroed(w.len());
         let out = buf.as_mut_slice();
@@ -516,24 +605,18 @@ impl ConvBlk {
             // Dense: drop the other packings (calls still using one hold its Arc).
             *packs = [None, None, None, None, None];
         }
-        packs[nb] = Some(p.clone());
+        packs[nb] = Some(Packing { w: p.clone(), counts });
         p
     }
 
-    #[allow(clippy::too_many_arguments)]
-    /// Runs the tiles on input view `v` (logical shape `xs`) with stride `s` (the layer's,
-    /// or 1 on a pre-subsampled input).
-    /// `rows2`: the view is padded vertically too (see [`ConvBlk::exec`]) and tiles span
-    /// two output rows.
-    fn exec_view(&self, level: SimdLevel, v: XView, xs: Shape4, s: usize, rows2: bool, oh: usize, ow: usize, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>) {
+    /// Output blocks per tile (NB) for a run with these properties, and the NB values
+    /// of `level` that [`block_groups`] may use: decides the weight packing too, so
+    /// [`ConvBlk::project_means`] asks the same question as the tiles.
+    fn tile_nb(&self, level: SimdLevel, flat: bool, rows2: bool, eow: usize) -> (usize, &'static [usize]) {
         let cob = blocks(self.cout);
-        // A 1×1/1 unpadded convolution is a product over pixels: treat each image as
-        // one row of h·w pixels so that tiles never break at row ends.
-        let flat = self.kh == 1 && self.kw == 1 && s == 1 && self.pad == 0;
-        let (eoh, eow) = if flat { (1, oh * ow) } else { (oh, ow) };
+        let counts = block_counts(level);
         // Output blocks per tile: the widest the ISA has, unless rows are short (then
         // more blocks per tile fill the registers) or weights are block-diagonal.
-        let counts = block_counts(level);
         let want_nb = if !self.uniform {
             1
         } else if rows2 {
@@ -556,6 +639,21 @@ impl ConvBlk {
             2
         };
         let want_nb = *counts.iter().find(|&&c| c <= want_nb.max(1)).unwrap_or(&1);
+        (want_nb, counts)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    /// Runs the tiles on input view `v` (logical shape `xs`) with stride `s` (the layer's,
+    /// or 1 on a pre-subsampled input).
+    /// `rows2`: the view is padded vertically too (see [`ConvBlk::exec`]) and tiles span
+    /// two output rows.
+    fn exec_view(&self, level: SimdLevel, v: XView, xs: Shape4, s: usize, rows2: bool, oh: usize, ow: usize, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>, gate: Option<&[f32]>) {
+        let cob = blocks(self.cout);
+        // A 1×1/1 unpadded convolution is a product over pixels: treat each image as
+        // one row of h·w pixels so that tiles never break at row ends.
+        let flat = self.kh == 1 && self.kw == 1 && s == 1 && self.pad == 0;
+        let (eoh, eow) = if flat { (1, oh * ow) } else { (oh, ow) };
+        let (want_nb, counts) = self.tile_nb(level, flat, rows2, eow);
         let groups = block_groups(cob, want_nb, counts);
         let wpack_arc = self.packed(want_nb, counts);
         let wpack: &[f32] = wpack_arc.as_slice();
@@ -596,6 +694,7 @@ impl ConvBlk {
         let y_ob = oh * ow * BLK;
         let yp = SyncPtr(y.as_mut_ptr());
         let rp = SyncPtr(residual.map_or(std::ptr::null(), |r| r.as_ptr()) as *mut f32);
+        let gp = SyncPtr(gate.map_or(std::ptr::null(), |g| g.as_ptr()) as *mut f32);
         let xp = SyncPtr(v.p as *mut f32);
         let per_block = self.kh * self.kw * self.cpb * BLK;
         // Layers with long reductions: their tile's weights (K × NB·16) outgrow L1 and
@@ -616,6 +715,7 @@ impl ConvBlk {
         let mut part = if sq.is_some() { vec![0.0f32; xs.n * eoh * ntile * cob * BLK] } else { Vec::new() };
         let pp = SyncPtr(part.as_mut_ptr());
         let want_sums = sq.is_some();
+        let gated = gate.is_some();
         // One tile: rows oy..oy+rh (rh = 2 only with two-row kernels), pixels of tile ti,
         // image n, output-block group gi.
         let run_rows = |n: usize, gi: usize, oy: usize, ti: usize, rh: usize| {
@@ -650,7 +750,8 @@ impl ConvBlk {
                 x: unsafe { xp.get().add(n * v.img + self.ib0[ob0] * v.cb + xoff) },
                 w: unsafe { wpack.as_ptr().add(self.woff[ob0] + ky0 * self.kw * self.cpb * BLK * nb) },
                 bias: unsafe { self.bias.as_slice().as_ptr().add(ob0 * BLK) },
-                res: if rp.get().is_null() { std::ptr::null() } else { unsafe { rp.get().add(out_off) } },
+                // With gates, the residual and ReLU come after the gate (below).
+                res: if rp.get().is_null() || gated { std::ptr::null() } else { unsafe { rp.get().add(out_off) } },
                 y: unsafe { yp.get().add(out_off) },
                 ncb: self.nib[ob0],
                 cpb: self.cpb,
@@ -666,7 +767,7 @@ impl ConvBlk {
                 y_ob,
                 x_orow: s * v.row,
                 y_orow: eow * BLK,
-                relu,
+                relu: relu && !gated,
                 pf: wpf,
             };
             let f = match fns2 {
@@ -678,6 +779,30 @@ impl ConvBlk {
             // (image, group, item) belongs to exactly one task, so no two tasks write the
             // same output. The kernels are those of `level = simd::level()`.
             unsafe { f[rw - 1](&tile) };
+            if gated {
+                // The SE scale on the tile just stored (still in L1): y = act(y · gate +
+                // residual). Kept out of the microkernel, whose speed depends on its
+                // exact code (an extra operand there cost 40–60% on 1×1 layers).
+                for r in 0..rh {
+                    let off = out_off + r * eow * BLK;
+                    // SAFETY: rows oy+r, pixels x0..x0+rw, blocks ob0..ob0+nb of image n:
+                    // this tile's outputs (see above); the residual has y's layout; the
+                    // gates of image n, blocks ob0..ob0+nb lie inside the gates
+                    // ((n·cob + ob0 + nb)·16 ≤ gates.len(), checked in exec).
+                    unsafe {
+                        gate_tile(
+                            level,
+                            yp.get().add(off),
+                            if rp.get().is_null() { std::ptr::null() } else { rp.get().add(off) },
+                            gp.get().add((n * cob + ob0) * BLK),
+                            nb,
+                            rw,
+                            y_ob,
+                            relu,
+                        )
+                    };
+                }
+            }
             if want_sums {
                 for r in 0..rh {
                     for b in 0..nb {
@@ -758,6 +883,87 @@ impl ConvBlk {
                     unsafe { *mp.get().add(n * cout + c0 + l) = (a * inv) as f32 };
                 }
             });
+        }
+    }
+}
+
+simd_dispatch!(fn project_group(wg: &[f32], m: &[f32], bias: &[f32], ob0: usize, g: usize, acc: &mut [f32]) => project_group_k);
+
+/// `acc[b·16 + l] = bias[(ob0 + b)·16 + l] + Σ_k wg[(k·g + b)·16 + l] · m[k]` for the g
+/// blocks of one packed 1×1 tile group (`wg` is `[k][g·16]`): one FMA chain per output
+/// in ascending k.
+#[inline(always)]
+unsafe fn project_group_k<V: Vf32>(wg: &[f32], m: &[f32], bias: &[f32], ob0: usize, g: usize, acc: &mut [f32]) {
+    // All g·16/LANES vectors at once: independent chains hide the FMA latency.
+    const MAXV: usize = 16;
+    let nv = g * BLK / V::LANES;
+    assert!(nv <= MAXV && wg.len() >= m.len() * g * BLK && acc.len() == g * BLK && bias.len() >= (ob0 + g) * BLK);
+    let mut a = [V::zero(); MAXV];
+    for (k, &mk) in m.iter().enumerate() {
+        let mv = V::splat(mk);
+        let wk = wg.as_ptr().add(k * g * BLK);
+        for (j, aj) in a.iter_mut().enumerate().take(nv) {
+            // SAFETY: k·g·16 + (j + 1)·LANES ≤ m.len()·g·16 ≤ wg.len() (asserted above).
+            *aj = mv.mul_add(V::load(wk.add(j * V::LANES)), *aj);
+        }
+    }
+    for (j, aj) in a.iter().enumerate().take(nv) {
+        // SAFETY: (j + 1)·LANES ≤ g·16 = acc.len(); ob0·16 + (j + 1)·LANES ≤ bias.len().
+        aj.add(V::load(bias.as_ptr().add(ob0 * BLK + j * V::LANES))).store(acc.as_mut_ptr().add(j * V::LANES));
+    }
+}
+
+/// `y = act(y · gate [+ res])` over one tile's outputs with the kernel of `level`.
+///
+/// # Safety
+/// `level` must come from `simd::level()`; `y` (and `res` unless null) must address
+/// `nb` blocks (`y_ob` floats apart) of `rw` 16-float pixels that no other thread
+/// touches meanwhile, `gate` `nb`·16 floats.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gate_tile(level: SimdLevel, y: *mut f32, res: *const f32, gate: *const f32, nb: usize, rw: usize, y_ob: usize, relu: bool) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512(y: *mut f32, res: *const f32, gate: *const f32, nb: usize, rw: usize, y_ob: usize, relu: bool) {
+        gate_tile_k::<crate::vec::Avx512>(y, res, gate, nb, rw, y_ob, relu)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(y: *mut f32, res: *const f32, gate: *const f32, nb: usize, rw: usize, y_ob: usize, relu: bool) {
+        gate_tile_k::<crate::vec::Avx2>(y, res, gate, nb, rw, y_ob, relu)
+    }
+    #[cfg(target_arch = "aarch64")]
+    #[target_feature(enable = "neon")]
+    unsafe fn neon(y: *mut f32, res: *const f32, gate: *const f32, nb: usize, rw: usize, y_ob: usize, relu: bool) {
+        gate_tile_k::<crate::vec::Neon>(y, res, gate, nb, rw, y_ob, relu)
+    }
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => avx512(y, res, gate, nb, rw, y_ob, relu),
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => avx2(y, res, gate, nb, rw, y_ob, relu),
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon => neon(y, res, gate, nb, rw, y_ob, relu),
+        _ => gate_tile_k::<f32>(y, res, gate, nb, rw, y_ob, relu),
+    }
+}
+
+/// `y = act(y · gate [+ res])` over one tile's outputs (see [`gate_tile`]).
+#[inline(always)]
+unsafe fn gate_tile_k<V: Vf32>(y: *mut f32, res: *const f32, gate: *const f32, nb: usize, rw: usize, y_ob: usize, relu: bool) {
+    for b in 0..nb {
+        for l in (0..BLK).step_by(V::LANES) {
+            let g = V::load(gate.add(b * BLK + l));
+            for p in 0..rw {
+                let o = b * y_ob + p * BLK + l;
+                let mut v = V::load(y.add(o)).mul(g);
+                if !res.is_null() {
+                    v = v.add(V::load(res.add(o)));
+                }
+                if relu {
+                    v = v.max(V::zero());
+                }
+                v.store(y.add(o));
+            }
         }
     }
 }

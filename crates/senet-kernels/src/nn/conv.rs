@@ -88,6 +88,28 @@ impl Conv {
         }
     }
 
+    /// Whether the layer can take an SE block's gates in its epilogue
+    /// ([`ConvBlk::gate_fusable`]: the direct kernel, dense 1×1/1).
+    pub fn gate_fusable(&self) -> bool {
+        matches!(self, Conv::Direct(c) if c.gate_fusable())
+    }
+
+    /// [`ConvBlk::project_means`] (panics unless [`Conv::gate_fusable`]).
+    pub fn project_means(&self, means: &[f32], n: usize, h: usize, w: usize, z: &mut [f32]) {
+        match self {
+            Conv::Direct(c) => c.project_means(means, n, h, w, z),
+            Conv::Winograd(_) => panic!("conv: project_means needs a dense 1×1/1 layer"),
+        }
+    }
+
+    /// [`ConvBlk::run_gated`] (panics unless [`Conv::gate_fusable`]).
+    pub fn run_gated(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, gates: &[f32]) {
+        match self {
+            Conv::Direct(c) => c.run_gated(x, xs, y, residual, relu, gates),
+            Conv::Winograd(_) => panic!("conv: run_gated needs a dense 1×1/1 layer"),
+        }
+    }
+
     /// [`ConvBlk::run_nchw`] (panics unless [`Conv::takes_nchw`]).
     pub fn run_nchw(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool) {
         match self {
