@@ -701,6 +701,15 @@ impl ConvWino {
         //   0.35, 256@14 F(2,3) 0.55 -> 0.48).
         let ng = self.groups.len();
         let weight_bound = xi_outer && self.cout >= 8 * g;
+        // - ξ-outer (weights > 3 MiB) with all tiles in one block of the size above (batch
+        //   1, e.g. 256@14 F(2,3): 49 tiles): one block, output groups split per thread,
+        //   so each thread streams half the weights (cold at batch 1) instead of all of
+        //   them for half the tiles; the tiles are transformed once per thread, ~3% of
+        //   the work (256@14 F(2,3), batch 1, 2 threads, the five layers of a forward:
+        //   3.43-3.56 -> 3.21-3.34 ms).
+        if threads > 1 && xi_outer && !weight_bound && g <= t && tunables().t.is_none() && tunables().split.is_none() {
+            return (g, 1, threads.min(ng).max(1));
+        }
         if threads > 1 {
             if weight_bound {
                 t = t.min(g.div_ceil(4 * threads).max(64));
