@@ -98,3 +98,24 @@ test('memory: seresnet50 batch 1 peak RSS below weights + 150 MB, no growth over
   const late = med(r.samples.slice(-50))
   t.true(late - early < 8 * MB, `RSS grew by ${((late - early) / MB).toFixed(1)} MB over 130 forwards`)
 })
+
+// An image's logits are bitwise the same alone or in any batch (the executor's kernels
+// never depend on how work is split), checked on the full-width architectures, whose
+// SE layers reach the excitation's four-samples-per-pass path (batch >= 4, >= 64
+// channels) and whose 56x56/28x28 blocks take the gated conv3 path.
+for (const arch of ['seresnet50', 'seresnext50_32x4d'] as const) {
+  test(`native ${arch}: each image of a batch of 5 equals the image alone, bit for bit`, (t) => {
+    const m = native.SEResNet.create(arch, { seed: 3 })
+    for (const [h, w] of [[96, 80], [224, 224]]) {
+      const shape: [number, number, number, number] = [5, 3, h, w]
+      const x = input(shape, 9)
+      const batch = m.forwardSync(x, shape)
+      const per = 3 * h * w
+      for (let i = 0; i < 5; i++) {
+        const one = m.forwardSync(x.subarray(i * per, (i + 1) * per), [1, 3, h, w])
+        t.deepEqual(Array.from(one), Array.from(batch.subarray(i * m.numClasses, (i + 1) * m.numClasses)), `${h}×${w} image ${i}`)
+      }
+    }
+    m.dispose()
+  })
+}

@@ -252,20 +252,34 @@ unsafe fn dot_k<V: Vf32>(a: *const f32, b: *const f32, len: usize) -> f32 {
     s
 }
 
-/// Dot products of `w` with four rows of `x` (row stride `len`), one accumulator each.
+/// Dot products of `w` with four rows of `x` (row stride `len`): per row exactly the
+/// operations of [`dot_k`] in its order (four accumulators, the same combination and
+/// tail), so that a sample's result does not depend on whether it went through here or
+/// through `dot_k`, i.e. on the batch it came in. One load of `w` feeds four FMAs.
 #[inline(always)]
 unsafe fn dot4_k<V: Vf32>(w: *const f32, x: *const f32, len: usize) -> [f32; 4] {
-    let (mut a0, mut a1, mut a2, mut a3) = (V::zero(), V::zero(), V::zero(), V::zero());
+    let mut acc = [[V::zero(); 4]; 4]; // [row][accumulator]
     let mut i = 0;
+    while i + 4 * V::LANES <= len {
+        for u in 0..4 {
+            let wv = V::load(w.add(i + u * V::LANES));
+            for (q, aq) in acc.iter_mut().enumerate() {
+                aq[u] = wv.mul_add(V::load(x.add(q * len + i + u * V::LANES)), aq[u]);
+            }
+        }
+        i += 4 * V::LANES;
+    }
     while i + V::LANES <= len {
         let wv = V::load(w.add(i));
-        a0 = wv.mul_add(V::load(x.add(i)), a0);
-        a1 = wv.mul_add(V::load(x.add(len + i)), a1);
-        a2 = wv.mul_add(V::load(x.add(2 * len + i)), a2);
-        a3 = wv.mul_add(V::load(x.add(3 * len + i)), a3);
+        for (q, aq) in acc.iter_mut().enumerate() {
+            aq[0] = wv.mul_add(V::load(x.add(q * len + i)), aq[0]);
+        }
         i += V::LANES;
     }
-    let mut r = [a0.reduce_add(), a1.reduce_add(), a2.reduce_add(), a3.reduce_add()];
+    let mut r = [0.0f32; 4];
+    for (rq, aq) in r.iter_mut().zip(&acc) {
+        *rq = aq[0].add(aq[1]).add(aq[2].add(aq[3])).reduce_add();
+    }
     while i < len {
         let wi = *w.add(i);
         for (q, rq) in r.iter_mut().enumerate() {

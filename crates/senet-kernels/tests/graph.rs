@@ -39,7 +39,7 @@ struct Net {
 }
 
 const C0: usize = 16;
-const WIDTHS: [(usize, usize, usize); 2] = [(16, 32, 1), (24, 48, 2)];
+const WIDTHS: [(usize, usize, usize); 2] = [(16, 32, 1), (24, 80, 2)];
 const CLASSES: usize = 10;
 
 fn net() -> Net {
