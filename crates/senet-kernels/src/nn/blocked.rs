@@ -160,6 +160,18 @@ pub struct ConvBlk {
     bias: Aligned,
 }
 
+/// What a conv run does besides `act(conv + bias [+ residual])`.
+#[derive(Clone, Copy)]
+enum Epi<'a> {
+    Plain,
+    /// SE gates per image and channel (`n · ⌈cout/16⌉·16`), applied to each tile after
+    /// the kernel: `act((conv + bias) · gate + residual)`.
+    Gate(&'a [f32]),
+    /// Per-image weights (`n ×` the packing the run uses) and bias (`n · ⌈cout/16⌉·16`)
+    /// replacing the layer's own.
+    Scaled { w: &'a [f32], bias: &'a [f32] },
+}
+
 /// One weight packing of a [`ConvBlk`]: the weights and the tile widths
 /// ([`block_groups`] `counts`) its groups were formed with.
 struct Packing {
@@ -324,7 +336,7 @@ impl ConvBlk {
     /// # Panics
     /// When `xs.c != cin`, the output size is undefined, or a length does not match.
     pub fn run(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool) {
-        self.run_impl(x, xs, y, residual, relu, None, None)
+        self.run_impl(x, xs, y, residual, relu, None, Epi::Plain)
     }
 
     /// [`ConvBlk::run`] that also returns the channel means of its output (the SE
@@ -334,7 +346,7 @@ impl ConvBlk {
     /// means too are the same for any thread count.
     pub fn run_squeeze(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, means: &mut [f32]) {
         assert_eq!(means.len(), xs.n * self.cout, "conv_blk: means length");
-        self.run_impl(x, xs, y, residual, relu, Some(means), None)
+        self.run_impl(x, xs, y, residual, relu, Some(means), Epi::Plain)
     }
 
     /// Whether this layer can apply an SE block's gates in its epilogue from the means
@@ -395,16 +407,66 @@ impl ConvBlk {
 
     /// [`ConvBlk::run`] with an SE block's gates applied in the epilogue:
     /// `y = act((conv(x) + bias) · gate [+ residual])`, `gates` [n · ⌈cout/16⌉·16] per
-    /// image and channel (padding lanes zero). Bitwise the same for any thread count.
+    /// image and channel (padding lanes zero). Where the map has fewer than 8 pixels per
+    /// input channel, each tile is scaled right after the kernel stores it (exactly the
+    /// multiply and add of the separate SE scale pass); on larger maps the gates are
+    /// folded into per-image copies of the weights and bias (the same up to rounding).
+    /// Either way bitwise the same for any thread count, and for an image alone or in
+    /// any batch (the choice depends on the image size only).
     ///
     /// # Panics
     /// As [`ConvBlk::run`], or when `gates` has the wrong length.
     pub fn run_gated(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, gates: &[f32]) {
-        self.run_impl(x, xs, y, residual, relu, None, Some(gates))
+        assert!(self.gate_fusable(), "conv_blk: run_gated needs a dense 1×1/1 layer");
+        let cob = blocks(self.cout);
+        assert_eq!(gates.len(), xs.n * cob * BLK, "conv_blk: gates length");
+        if xs.h * xs.w < 8 * self.cin {
+            return self.run_impl(x, xs, y, residual, relu, None, Epi::Gate(gates));
+        }
+        // Weights small beside the activation (≥ 8 pixels per input channel): the gates
+        // folded into per-image copies of the packed weights and the bias,
+        // (W·x + b)·g = (g⊙W)·x + g⊙b, so the tiles run the plain kernel with the
+        // residual and ReLU in its epilogue and no pass after it (seresnet50 batch 1,
+        // 1 thread, the three 64→256 @56 layers: 3.93 → 3.64 ms; the 128→512 @28 ones,
+        // whose copies are 4× larger per pixel, 4.32 → 4.46 ms, so they keep the pass).
+        let level = simd::level();
+        let (nb, counts) = self.tile_nb(level, true, false, xs.h * xs.w);
+        let groups = block_groups(cob, nb, counts);
+        let wpack = self.packed(nb, counts);
+        let wl = wpack.as_slice().len();
+        let steps = self.nib[0] * self.cpb; // rows of g·16 weights per group (1×1)
+        let n = xs.n;
+        let mut sw = Aligned::zeroed(n * wl);
+        let mut sb = Aligned::zeroed(n * cob * BLK);
+        {
+            let src = wpack.as_slice();
+            let swp = SyncPtr(sw.as_mut_slice().as_mut_ptr());
+            for_each_task(n * groups.len(), n * wl >= crate::pool::PAR_GRAIN, |t| {
+                let (i, gi) = (t / groups.len(), t % groups.len());
+                let (ob0, g) = groups[gi];
+                let gv = &gates[(i * cob + ob0) * BLK..][..g * BLK];
+                let len = steps * g * BLK;
+                // SAFETY: image i's copy of group gi's weights (len floats at
+                // i·wl + woff[ob0] < n·wl) belongs to this task only.
+                let d = unsafe { std::slice::from_raw_parts_mut(swp.get().add(i * wl + self.woff[ob0]), len) };
+                for (dr, sr) in d.chunks_exact_mut(g * BLK).zip(src[self.woff[ob0]..][..len].chunks_exact(g * BLK)) {
+                    for ((o, &w), &gg) in dr.iter_mut().zip(sr).zip(gv) {
+                        *o = w * gg;
+                    }
+                }
+            });
+            let b = self.bias.as_slice();
+            for (i, d) in sb.as_mut_slice().chunks_exact_mut(cob * BLK).enumerate() {
+                for ((o, &bb), &gg) in d.iter_mut().zip(b).zip(&gates[i * cob * BLK..(i + 1) * cob * BLK]) {
+                    *o = bb * gg;
+                }
+            }
+        }
+        self.run_impl(x, xs, y, residual, relu, None, Epi::Scaled { w: sw.as_slice(), bias: sb.as_slice() })
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn run_impl(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>, gate: Option<&[f32]>) {
+    fn run_impl(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>, epi: Epi<'_>) {
         assert_eq!(xs.c, self.cin, "conv_blk: input channels");
         assert_eq!(x.len(), blk16_len(xs), "conv_blk: input length");
         let (h, w) = (xs.h, xs.w);
@@ -412,9 +474,9 @@ impl ConvBlk {
         // In Blk16, a narrow (cpb < 16) input still occupies one 16-lane block.
         let view = XView { p: x.as_ptr(), img: cb * h * w * BLK, cb: h * w * BLK, row: w * BLK, col: BLK, ci: 1 };
         if self.kh == 1 && self.kw == 1 && self.pad == 0 && self.stride > 1 {
-            return self.run_subsampled(x, xs, y, residual, relu, sq, gate);
+            return self.run_subsampled(x, xs, y, residual, relu, sq, epi);
         }
-        self.exec(view, x, xs, BLK, cb, y, residual, relu, sq, gate);
+        self.exec(view, x, xs, BLK, cb, y, residual, relu, sq, epi);
     }
 
     /// A strided 1×1 convolution (the downsample shortcut) is a 1×1/1 convolution of
@@ -423,14 +485,14 @@ impl ConvBlk {
     /// 4 tiles of 12–13 pixels × 2 blocks instead of 7 tiles of 7 × 3 blocks: fewer weight
     /// reloads from L2).
     #[allow(clippy::too_many_arguments)]
-    fn run_subsampled(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>, gate: Option<&[f32]>) {
+    fn run_subsampled(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>, epi: Epi<'_>) {
         let (oh, ow) = self.output_hw(xs.h, xs.w).expect("conv_blk: input smaller than the kernel");
         let ylen = xs.n * blocks(self.cout) * oh * ow * BLK;
         assert_eq!(y.len(), ylen, "conv_blk: output length");
         if let Some(r) = residual {
             assert_eq!(r.len(), ylen, "conv_blk: residual length");
         }
-        if let Some(g) = gate {
+        if let Epi::Gate(g) = epi {
             assert_eq!(g.len(), xs.n * blocks(self.cout) * BLK, "conv_blk: gates length");
         }
         if ylen == 0 {
@@ -455,7 +517,7 @@ impl ConvBlk {
             });
             let sub = Shape4::new(xs.n, xs.c, oh, ow);
             let v = XView { p: dst.as_ptr(), img: cb * oh * ow * BLK, cb: oh * ow * BLK, row: ow * BLK, col: BLK, ci: 1 };
-            self.exec_view(simd::level(), v, sub, 1, false, oh, ow, y, residual, relu, sq, gate);
+            self.exec_view(simd::level(), v, sub, 1, false, oh, ow, y, residual, relu, sq, epi);
         });
     }
 
@@ -476,7 +538,7 @@ impl ConvBlk {
         assert_eq!(Some(x.len()), xs.len(), "conv_blk: input length");
         let (h, w, c) = (xs.h, xs.w, xs.c);
         let view = XView { p: x.as_ptr(), img: c * h * w, cb: 0, row: w, col: 1, ci: h * w };
-        self.exec(view, x, xs, 1, c, y, residual, relu, None, None);
+        self.exec(view, x, xs, 1, c, y, residual, relu, None, Epi::Plain);
     }
 
     /// The shared driver. `x` holds per image `ppi` planes of h×w pixels of `e` floats
@@ -485,7 +547,7 @@ impl ConvBlk {
     /// the left and zeros on the right, and in two-row mode also `pad` zero rows on top
     /// and zeros below (then every kernel row is valid for every output row).
     #[allow(clippy::too_many_arguments)]
-    fn exec(&self, view: XView, x: &[f32], xs: Shape4, e: usize, ppi: usize, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>, gate: Option<&[f32]>) {
+    fn exec(&self, view: XView, x: &[f32], xs: Shape4, e: usize, ppi: usize, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>, epi: Epi<'_>) {
         let (oh, ow) = self.output_hw(xs.h, xs.w).expect("conv_blk: input smaller than the kernel");
         let cob = blocks(self.cout);
         let ylen = xs.n * cob * oh * ow * BLK;
@@ -493,7 +555,7 @@ impl ConvBlk {
         if let Some(r) = residual {
             assert_eq!(r.len(), ylen, "conv_blk: residual length");
         }
-        if let Some(g) = gate {
+        if let Epi::Gate(g) = epi {
             assert_eq!(g.len(), xs.n * cob * BLK, "conv_blk: gates length");
         }
         if ylen == 0 {
@@ -502,7 +564,7 @@ impl ConvBlk {
         let level = simd::level();
         let (s, pad) = (self.stride, self.pad);
         if pad == 0 {
-            self.exec_view(level, view, xs, s, false, oh, ow, y, residual, relu, sq, gate);
+            self.exec_view(level, view, xs, s, false, oh, ow, y, residual, relu, sq, epi);
             return;
         }
         let rows2 = self.rows2(level, oh, ow, e);
@@ -541,7 +603,7 @@ impl ConvBlk {
                 col: e,
                 ci: if e == BLK { 1 } else { hp * wp },
             };
-            self.exec_view(level, v, xs, s, rows2, oh, ow, y, residual, relu, sq, gate);
+            self.exec_view(level, v, xs, s, rows2, oh, ow, y, residual, relu, sq, epi);
         });
     }
 
@@ -647,7 +709,7 @@ impl ConvBlk {
     /// or 1 on a pre-subsampled input).
     /// `rows2`: the view is padded vertically too (see [`ConvBlk::exec`]) and tiles span
     /// two output rows.
-    fn exec_view(&self, level: SimdLevel, v: XView, xs: Shape4, s: usize, rows2: bool, oh: usize, ow: usize, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>, gate: Option<&[f32]>) {
+    fn exec_view(&self, level: SimdLevel, v: XView, xs: Shape4, s: usize, rows2: bool, oh: usize, ow: usize, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>, epi: Epi<'_>) {
         let cob = blocks(self.cout);
         // A 1×1/1 unpadded convolution is a product over pixels: treat each image as
         // one row of h·w pixels so that tiles never break at row ends.
@@ -700,7 +762,16 @@ impl ConvBlk {
         let y_ob = oh * ow * BLK;
         let yp = SyncPtr(y.as_mut_ptr());
         let rp = SyncPtr(residual.map_or(std::ptr::null(), |r| r.as_ptr()) as *mut f32);
+        let gate = if let Epi::Gate(g) = epi { Some(g) } else { None };
         let gp = SyncPtr(gate.map_or(std::ptr::null(), |g| g.as_ptr()) as *mut f32);
+        // Per-image weights and bias (gates folded in, `run_gated`): same packing as
+        // `wpack`, one copy per image.
+        let scaled = if let Epi::Scaled { w, bias } = epi {
+            assert!(w.len() == xs.n * wpack.len() && bias.len() == xs.n * cob * BLK, "conv_blk: scaled weights length");
+            Some((w, bias))
+        } else {
+            None
+        };
         let xp = SyncPtr(v.p as *mut f32);
         let per_block = self.kh * self.kw * self.cpb * BLK;
         // Layers with long reductions: their tile's weights (K × NB·16) outgrow L1 and
@@ -754,8 +825,20 @@ impl ConvBlk {
                 // < hp), padded columns < wp, input blocks < cb, weights of groups < cob,
                 // outputs < y.len().
                 x: unsafe { xp.get().add(n * v.img + self.ib0[ob0] * v.cb + xoff) },
-                w: unsafe { wpack.as_ptr().add(self.woff[ob0] + ky0 * self.kw * self.cpb * BLK * nb) },
-                bias: unsafe { self.bias.as_slice().as_ptr().add(ob0 * BLK) },
+                w: unsafe {
+                    match scaled {
+                        Some((sw, _)) => sw.as_ptr().add(n * wpack.len()),
+                        None => wpack.as_ptr(),
+                    }
+                    .add(self.woff[ob0] + ky0 * self.kw * self.cpb * BLK * nb)
+                },
+                bias: unsafe {
+                    match scaled {
+                        Some((_, sb)) => sb.as_ptr().add(n * cob * BLK),
+                        None => self.bias.as_slice().as_ptr(),
+                    }
+                    .add(ob0 * BLK)
+                },
                 // With gates, the residual and ReLU come after the gate (below).
                 res: if rp.get().is_null() || gated { std::ptr::null() } else { unsafe { rp.get().add(out_off) } },
                 y: unsafe { yp.get().add(out_off) },
