@@ -167,9 +167,10 @@ enum Epi<'a> {
     /// SE gates per image and channel (`n · ⌈cout/16⌉·16`), applied to each tile after
     /// the kernel: `act((conv + bias) · gate + residual)`.
     Gate(&'a [f32]),
-    /// Per-image weights (`n ×` the packing the run uses) and bias (`n · ⌈cout/16⌉·16`)
+    /// Per-image weights (`n ×` the packing of tile width `nb`, `counts`, which the run
+    /// then uses whatever another call packed meanwhile) and bias (`n · ⌈cout/16⌉·16`)
     /// replacing the layer's own.
-    Scaled { w: &'a [f32], bias: &'a [f32] },
+    Scaled { w: &'a [f32], bias: &'a [f32], nb: usize, counts: &'static [usize] },
 }
 
 /// One weight packing of a [`ConvBlk`]: the weights and the tile widths
@@ -462,7 +463,7 @@ impl ConvBlk {
                 }
             }
         }
-        self.run_impl(x, xs, y, residual, relu, None, Epi::Scaled { w: sw.as_slice(), bias: sb.as_slice() })
+        self.run_impl(x, xs, y, residual, relu, None, Epi::Scaled { w: sw.as_slice(), bias: sb.as_slice(), nb, counts })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -715,7 +716,10 @@ impl ConvBlk {
         // one row of h·w pixels so that tiles never break at row ends.
         let flat = self.kh == 1 && self.kw == 1 && s == 1 && self.pad == 0;
         let (eoh, eow) = if flat { (1, oh * ow) } else { (oh, ow) };
-        let (want_nb, counts) = self.tile_nb(level, flat, rows2, eow);
+        let (want_nb, counts) = match epi {
+            Epi::Scaled { nb, counts, .. } => (nb, counts),
+            _ => self.tile_nb(level, flat, rows2, eow),
+        };
         let groups = block_groups(cob, want_nb, counts);
         let wpack_arc = self.packed(want_nb, counts);
         let wpack: &[f32] = wpack_arc.as_slice();
@@ -766,7 +770,7 @@ impl ConvBlk {
         let gp = SyncPtr(gate.map_or(std::ptr::null(), |g| g.as_ptr()) as *mut f32);
         // Per-image weights and bias (gates folded in, `run_gated`): same packing as
         // `wpack`, one copy per image.
-        let scaled = if let Epi::Scaled { w, bias } = epi {
+        let scaled = if let Epi::Scaled { w, bias, .. } = epi {
             assert!(w.len() == xs.n * wpack.len() && bias.len() == xs.n * cob * BLK, "conv_blk: scaled weights length");
             Some((w, bias))
         } else {
