@@ -569,7 +569,7 @@ impl Model {
         let k = self.split_point(&ws, split);
         let logits = pool::install(|| {
             let mut times = Vec::new();
-            let mut st = State::new(self.num_slots, s);
+            let mut st = State::new(self.num_slots, s, se_gate_override());
             if k > 0 {
                 self.per_image(x, &mut ws, k, &mut st, &mut times)?;
             } else {
@@ -607,6 +607,7 @@ impl Model {
     fn per_image(&self, x: &[f32], ws: &mut Workspace, k: usize, st: &mut State, times: &mut Vec<(String, f64)>) -> Result<(), String> {
         let s = ws.input;
         let one = Shape4::new(1, s.c, s.h, s.w);
+        let gate = st.gate;
         let per_in = one.len().expect("checked");
         // The state after ops 0..k, for the batch and per image.
         for (op, &ys) in self.ops[..k].iter().zip(&ws.shapes) {
@@ -658,7 +659,7 @@ impl Model {
             let mut w1 = self.workspace(one)?;
             w1.map = (0..self.num_slots).collect();
             w1.slots[0].as_mut_slice()[..per_in].copy_from_slice(&x[img * per_in..(img + 1) * per_in]);
-            let mut st1 = State::new(self.num_slots, one);
+            let mut st1 = State::new(self.num_slots, one, gate);
             let mut t1 = Vec::new();
             if alone {
                 self.exec(&mut w1, 0..k, &mut st1, &mut t1);
@@ -737,7 +738,8 @@ impl Model {
     /// in `st`; with `SENET_PROFILE=1` appends each op's time to `times`.
     fn exec(&self, ws: &mut Workspace, range: std::ops::Range<usize>, st: &mut State, times: &mut Vec<(String, f64)>) {
         let profile = profiling();
-        let State { cur, lay } = st;
+        let State { cur, lay, gate } = st;
+        let gate = *gate;
         for i in range {
             let (op, ys) = (&self.ops[i], ws.shapes[i]);
             let yi = op.output();
@@ -760,13 +762,16 @@ impl Model {
                     let res = residual.map(|r| v(r).blocked());
                     let y = &mut yb.as_mut_slice()[..blk::blk16_len(ys)];
                     let res = res.as_deref();
+                    // A gated SE op that will take the unfused order for this size
+                    // (`gate_in_epilogue`) has no use for the means of this output.
+                    let sq = self.squeeze_for[i].filter(|&k| self.gated_by[k].is_none() || gate_in_epilogue(ys, gate));
                     if xv.lay == Lay::Plain && conv.takes_nchw() {
                         conv.run_nchw(xv.plain().as_ref(), xv.s, y, res, *relu);
-                        if let Some(k) = self.squeeze_for[i] {
+                        if let Some(k) = sq {
                             // The NCHW stem path has no fused squeeze: a separate pass.
                             blk::squeeze_blk16(y, ys, &mut ws.means[k]);
                         }
-                    } else if let Some(k) = self.squeeze_for[i] {
+                    } else if let Some(k) = sq {
                         conv.run_squeeze(xv.blocked().as_ref(), xv.s, y, res, *relu, &mut ws.means[k]);
                     } else {
                         conv.run(xv.blocked().as_ref(), xv.s, y, res, *relu);
@@ -789,9 +794,10 @@ impl Model {
                     let y = &mut yb.as_mut_slice()[..blk::blk16_len(ys)];
                     let n = ys.n;
                     let mut g = vec![0.0f32; n * c];
-                    if gate_in_epilogue(av.s) {
+                    if gate_in_epilogue(av.s, gate) {
                         // Means of the conv's output from those of its input, gates, then
                         // one pass: y = act((conv(a) + b) · gate + residual).
+                        // (The conv that wrote `a` summed them, with the same size test.)
                         if !self.squeeze_fused(i) {
                             blk::squeeze_blk16(ab.as_ref(), av.s, &mut ws.means[i]);
                         }
@@ -888,12 +894,19 @@ impl Model {
 /// stage, gated vs not): 56×56 −0.83 ms, 28×28 −0.23 ms, 14×14 +0.14 ms, 7×7 +1.05 ms;
 /// the rule gates the first two. Depends on the image size only, never on the batch,
 /// so an image's result is the same alone or in any batch.
-/// `SENET_SE_GATE=0|1` forces the unfused / gated order (measurements).
-fn gate_in_epilogue(xs: Shape4) -> bool {
+/// `forced`: [`se_gate_override`], read once per forward.
+fn gate_in_epilogue(xs: Shape4, forced: Option<bool>) -> bool {
+    forced.unwrap_or(xs.h * xs.w >= xs.c)
+}
+
+/// `SENET_SE_GATE=0|1` forces every gated SE op to the unfused / gated order
+/// (measurements; read at the start of each forward, so that interleaved A/B runs can
+/// switch it between calls, and every op of one forward sees the same value).
+fn se_gate_override() -> Option<bool> {
     match std::env::var("SENET_SE_GATE").as_deref() {
-        Ok("0") => false,
-        Ok("1") => true,
-        _ => xs.h * xs.w >= xs.c,
+        Ok("0") => Some(false),
+        Ok("1") => Some(true),
+        _ => None,
     }
 }
 
@@ -935,13 +948,15 @@ impl Split {
 struct State {
     cur: Vec<Shape4>,
     lay: Vec<Lay>,
+    /// [`se_gate_override`] of this forward.
+    gate: Option<bool>,
 }
 
 impl State {
     /// Before the first op: slot 0 holds the NCHW input.
-    fn new(num_slots: usize, input: Shape4) -> State {
+    fn new(num_slots: usize, input: Shape4, gate: Option<bool>) -> State {
         let mut cur = vec![Shape4::new(0, 0, 0, 0); num_slots];
         cur[0] = input;
-        State { cur, lay: vec![Lay::Plain; num_slots] }
+        State { cur, lay: vec![Lay::Plain; num_slots], gate }
     }
 }
