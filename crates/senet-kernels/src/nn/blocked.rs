@@ -224,6 +224,8 @@ fn view_px(v: &XView, stride: usize) -> usize {
 thread_local! {
     /// The column-padded input copy of the calling thread (reused across calls).
     static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The per-image gated weight and bias copies of the calling thread (`run_gated`).
+    static GATED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How `run` addresses its input after the optional padding copy.
@@ -437,11 +439,11 @@ impl ConvBlk {
         let wl = wpack.as_slice().len();
         let steps = self.nib[0] * self.cpb; // rows of g·16 weights per group (1×1)
         let n = xs.n;
-        let mut sw = Aligned::zeroed(n * wl);
-        let mut sb = Aligned::zeroed(n * cob * BLK);
-        {
+        // Every float of both copies is written below (the groups tile the packing).
+        with_scratch(&GATED, n * wl + n * cob * BLK, |scr| {
+            let (sw, sb) = scr.split_at_mut(n * wl);
             let src = wpack.as_slice();
-            let swp = SyncPtr(sw.as_mut_slice().as_mut_ptr());
+            let swp = SyncPtr(sw.as_mut_ptr());
             for_each_task(n * groups.len(), n * wl >= crate::pool::PAR_GRAIN, |t| {
                 let (i, gi) = (t / groups.len(), t % groups.len());
                 let (ob0, g) = groups[gi];
@@ -457,13 +459,13 @@ impl ConvBlk {
                 }
             });
             let b = self.bias.as_slice();
-            for (i, d) in sb.as_mut_slice().chunks_exact_mut(cob * BLK).enumerate() {
+            for (i, d) in sb.chunks_exact_mut(cob * BLK).enumerate() {
                 for ((o, &bb), &gg) in d.iter_mut().zip(b).zip(&gates[i * cob * BLK..(i + 1) * cob * BLK]) {
                     *o = bb * gg;
                 }
             }
-        }
-        self.run_impl(x, xs, y, residual, relu, None, Epi::Scaled { w: sw.as_slice(), bias: sb.as_slice(), nb, counts })
+            self.run_impl(x, xs, y, residual, relu, None, Epi::Scaled { w: sw, bias: sb, nb, counts })
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
