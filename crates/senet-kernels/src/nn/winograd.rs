@@ -37,8 +37,9 @@
 //! **When it wins** (measured against `ConvBlk`, 1 thread, residual + ReLU, AVX-512;
 //! `examples/winograd_speed.rs`): F(4,3) 1.75–2.3× on 64@56 and 128@28 (batch 1 and
 //! 8); at 256@14 F(2,3) ~1.4× (F(4,3) pads 14 to 16: better only at batch 8); at 512@7
-//! batch 8 F(4,3) ~1.5×, batch 1 neither (the transformed weights, 16 or 36/9 × the
-//! direct ones, stream from memory for only 4–16 tiles: keep `ConvBlk`).
+//! batch 8 F(4,3) ~1.5× and F(2,3) ~1.27× (2 threads), batch 1 F(2,3) about even and
+//! F(4,3) 1.6× slower (the transformed weights, 16/9 or 4× the direct ones, stream from
+//! memory for only 4–16 tiles): `Conv::new` takes F(2,3) there.
 //!
 //! **Determinism:** each output is computed by one task in an order fixed by the shape
 //! (input transform, GEMM over ci = 0..K in order, output transform); the blocking only
