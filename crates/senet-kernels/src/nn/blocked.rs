@@ -746,14 +746,18 @@ impl ConvBlk {
         //   at 56×56; worse for 64→256, whose many output streams then interleave);
         // - else group-outer keeps a group's weights in L2 across images but reads each
         //   image's input once per group, image-outer the reverse: pick the one that
-        //   moves fewer bytes from beyond L2 (floats; 256 Ki floats = 1 MiB of L2).
+        //   moves fewer bytes from beyond L2 (floats; 256 Ki floats = 1 MiB of L2). The
+        //   whole batch's input counts as staying in L2 only up to half of it (the
+        //   group's weights and the outputs stream through the rest): 1×1 512→2048 at
+        //   7×7, batch 8 (800 KB of input) and 2048→512 at batch 2 run 5–8% faster
+        //   image-outer than group-outer.
         // A thread runs consecutive tasks (rayon splits the range in halves), so the
         // outer index is what stays in its cache. Only speed depends on the order.
         const L2_FLOATS: usize = 1 << 18;
         let (x_all, w_all) = (xs.n * v.img, wpack.len());
         let y_img = cob * oh * ow * BLK;
         let tile_outer = ng > 1 && w_all <= L2_FLOATS && v.img >= y_img;
-        let group_outer_cost = w_all + if x_all <= L2_FLOATS { x_all } else { ng * x_all };
+        let group_outer_cost = w_all + if x_all <= L2_FLOATS / 2 { x_all } else { ng * x_all };
         let image_outer_cost = x_all + if w_all <= L2_FLOATS { w_all } else { xs.n * w_all };
         let image_outer = xs.n > 1 && image_outer_cost < group_outer_cost;
         let units = if tile_outer { xs.n } else { ng * xs.n };
