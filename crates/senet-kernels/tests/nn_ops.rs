@@ -123,6 +123,29 @@ fn linear_matches_reference() {
     });
 }
 
+/// Each input's outputs are bit for bit the same alone or in a batch of any size (rows
+/// run 4 at a time through one pass over the weights, plus single-row tails).
+#[test]
+fn linear_rows_do_not_depend_on_the_batch() {
+    simd::for_each_level(|level| {
+        for (i, &(n, cin, cout)) in [(9, 2048, 50), (5, 37, 11), (4, 100, 3), (7, 70, 9)].iter().enumerate() {
+            let mut rng = Rng(350 + i as u64);
+            let (x, wt, b) = (rng.vec(n * cin), rng.vec(cout * cin), rng.vec(cout));
+            let mut y = vec![f32::NAN; n * cout];
+            linear(&x, n, cin, &wt, &b, cout, &mut y);
+            for r in 0..n {
+                let mut one = vec![f32::NAN; cout];
+                linear(&x[r * cin..(r + 1) * cin], 1, cin, &wt, &b, cout, &mut one);
+                assert_eq!(one, y[r * cout..(r + 1) * cout], "{level:?} row {r} of {n}x{cin}->{cout}");
+                let mut three = vec![f32::NAN; 3 * cout];
+                let x3: Vec<f32> = (0..3).flat_map(|_| x[r * cin..(r + 1) * cin].iter().copied()).collect();
+                linear(&x3, 3, cin, &wt, &b, cout, &mut three);
+                assert_eq!(three[cout..2 * cout], y[r * cout..(r + 1) * cout], "{level:?} row {r} in a batch of 3");
+            }
+        }
+    });
+}
+
 #[test]
 fn add_relu_is_exact() {
     simd::for_each_level(|_| {
