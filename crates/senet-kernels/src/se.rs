@@ -230,7 +230,7 @@ unsafe fn squeeze_cols_k<V: Vf32>(x: &[f32], rows: usize, stride: usize, c0: usi
 
 /// Dot product of `len` floats with 4 vector accumulators (fixed order).
 #[inline(always)]
-unsafe fn dot_k<V: Vf32>(a: *const f32, b: *const f32, len: usize) -> f32 {
+pub(crate) unsafe fn dot_k<V: Vf32>(a: *const f32, b: *const f32, len: usize) -> f32 {
     let (mut a0, mut a1, mut a2, mut a3) = (V::zero(), V::zero(), V::zero(), V::zero());
     let mut i = 0;
     while i + 4 * V::LANES <= len {
@@ -257,7 +257,7 @@ unsafe fn dot_k<V: Vf32>(a: *const f32, b: *const f32, len: usize) -> f32 {
 /// tail), so that a sample's result does not depend on whether it went through here or
 /// through `dot_k`, i.e. on the batch it came in. One load of `w` feeds four FMAs.
 #[inline(always)]
-unsafe fn dot4_k<V: Vf32>(w: *const f32, x: *const f32, len: usize) -> [f32; 4] {
+pub(crate) unsafe fn dot4_k<V: Vf32>(w: *const f32, x: *const f32, len: usize) -> [f32; 4] {
     let mut acc = [[V::zero(); 4]; 4]; // [row][accumulator]
     let mut i = 0;
     while i + 4 * V::LANES <= len {

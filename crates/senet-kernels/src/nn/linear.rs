@@ -36,8 +36,7 @@ pub fn linear(x: &[f32], n: usize, cin: usize, weight: &[f32], bias: &[f32], cou
             // an input's outputs do not depend on its batch.
             let mut i = 0;
             while i + 4 <= n {
-                let mut d = [0.0f32; 4];
-                dot4(level, &x[i * cin..(i + 4) * cin], wr, &mut d);
+                let d = dot4(level, &x[i * cin..(i + 4) * cin], wr);
                 for (k, v) in d.iter().enumerate() {
                     // SAFETY: column o of y (elements (i+k)·cout + o) belongs to the task
                     // that owns o; i + k < n and o < cout keep it in bounds.
@@ -54,69 +53,20 @@ pub fn linear(x: &[f32], n: usize, cin: usize, weight: &[f32], bias: &[f32], cou
     });
 }
 
-simd_dispatch!(fn dot(a: &[f32], b: &[f32]) -> f32 => dot_kernel);
-simd_dispatch!(fn dot4(a4: &[f32], b: &[f32], out: &mut [f32; 4]) => dot4_kernel);
+simd_dispatch!(fn dot(a: &[f32], b: &[f32]) -> f32 => dot_slices);
+simd_dispatch!(fn dot4(x4: &[f32], w: &[f32]) -> [f32; 4] => dot4_slices);
 
-/// `out[k] = Σ a4[k·len + i]·b[i]` (len = b.len()) for 4 rows of `a4`, each bit for bit
-/// what [`dot_kernel`] returns for that row: the same accumulators, steps and reduction,
-/// interleaved so that each load of `b` serves four rows.
+/// Σ a[i]·b[i] over the shorter length: the SE excitation's dot product (four vector
+/// accumulators, a fixed order: deterministic per level).
 #[inline(always)]
-unsafe fn dot4_kernel<V: Vf32>(a4: &[f32], b: &[f32], out: &mut [f32; 4]) {
-    let n = b.len();
-    assert!(a4.len() == 4 * n, "dot4: 4 rows of b's length");
-    let (pa, pb) = (a4.as_ptr(), b.as_ptr());
-    let l = V::LANES;
-    let mut s = [[V::zero(); 4]; 4];
-    let mut i = 0;
-    // SAFETY: every load is of LANES values ending at or before n (row r at r·n).
-    while i + 4 * l <= n {
-        for j in 0..4 {
-            let w = V::load(pb.add(i + j * l));
-            for (r, sr) in s.iter_mut().enumerate() {
-                sr[j] = V::load(pa.add(r * n + i + j * l)).mul_add(w, sr[j]);
-            }
-        }
-        i += 4 * l;
-    }
-    while i + l <= n {
-        let w = V::load(pb.add(i));
-        for (r, sr) in s.iter_mut().enumerate() {
-            sr[0] = V::load(pa.add(r * n + i)).mul_add(w, sr[0]);
-        }
-        i += l;
-    }
-    for (r, sr) in s.iter().enumerate() {
-        let mut total = sr[0].add(sr[1]).add(sr[2].add(sr[3])).reduce_add();
-        for k in i..n {
-            total += *pa.add(r * n + k) * *pb.add(k);
-        }
-        out[r] = total;
-    }
+unsafe fn dot_slices<V: Vf32>(a: &[f32], b: &[f32]) -> f32 {
+    crate::se::dot_k::<V>(a.as_ptr(), b.as_ptr(), a.len().min(b.len()))
 }
 
-/// Σ a[i]·b[i] with four vector accumulators (a fixed order: deterministic per level).
+/// The dot products of `w` with the 4 rows of `x4`, each bit for bit what [`dot_slices`]
+/// returns for that row (the SE excitation's four-row pass), one load of `w` per 4 FMAs.
 #[inline(always)]
-unsafe fn dot_kernel<V: Vf32>(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let l = V::LANES;
-    let mut s = [V::zero(); 4];
-    let mut i = 0;
-    // SAFETY: every load is of LANES values ending at or before n.
-    while i + 4 * l <= n {
-        for (j, acc) in s.iter_mut().enumerate() {
-            *acc = V::load(pa.add(i + j * l)).mul_add(V::load(pb.add(i + j * l)), *acc);
-        }
-        i += 4 * l;
-    }
-    while i + l <= n {
-        s[0] = V::load(pa.add(i)).mul_add(V::load(pb.add(i)), s[0]);
-        i += l;
-    }
-    let mut total = s[0].add(s[1]).add(s[2].add(s[3])).reduce_add();
-    while i < n {
-        total += *pa.add(i) * *pb.add(i);
-        i += 1;
-    }
-    total
+unsafe fn dot4_slices<V: Vf32>(x4: &[f32], w: &[f32]) -> [f32; 4] {
+    assert_eq!(x4.len(), 4 * w.len(), "dot4: 4 rows of w's length");
+    crate::se::dot4_k::<V>(w.as_ptr(), x4.as_ptr(), w.len())
 }
