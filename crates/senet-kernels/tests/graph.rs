@@ -181,9 +181,11 @@ fn batched_forward_equals_per_image_forward_for_every_split() {
     let _g = senet_kernels::simd::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let n = net();
     let m = model(&n);
-    // Both SE ops overwrite their (dead) input, and run fused with their conv3.
+    // Both SE ops overwrite their (dead) input, and run fused with their conv3; the stem
+    // reads the caller's input array itself.
     assert_eq!(m.in_place_count(), 2);
     assert_eq!(m.gated_count(), 2);
+    assert!(m.reads_input_in_place());
     // 37×45: both blocks gate in the conv's epilogue (maps 10×12 and 5×6 against 16 and
     // 24 conv3 input channels); 18×17: the second block's 3×3 map takes the unfused order.
     for (h, w) in [(37, 45), (18, 17)] {
@@ -304,4 +306,86 @@ fn in_place_and_gating_rules() {
     let ops = vec![stem(), proj(3, false), se(3, 2, None)];
     let m = Model::new(ops, 4, 3, 32, 3).unwrap();
     assert_eq!((m.in_place_count(), m.gated_count()), (0, 0));
+}
+
+/// A program that reads its input twice (two convolutions of it, summed) takes the
+/// input copy instead of reading the caller's array in place, and so does one whose
+/// stem takes the input as its residual; a program whose input slot is reused for a
+/// later activation reads it in place. Each computes the same at every split and
+/// thread count, and the two-reader program is the sum of its two branches (every op
+/// after the convs is linear).
+#[test]
+fn input_read_in_place_only_by_its_one_reader() {
+    let _g = senet_kernels::simd::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = Rng(0xface);
+    let (a, b) = (conv_w(&mut rng, 3, 16, 3, 2, 1), conv_w(&mut rng, 3, 16, 3, 2, 1));
+    let conv = |c: &ConvW| Conv::new(&c.w, &c.b, c.cin, c.cout, c.k, c.k, c.stride, c.pad, 1);
+    let lin = (rng.vec(CLASSES * 16), rng.vec(CLASSES));
+    let head = |x: usize| {
+        vec![
+            Op::Gap { x, y: 4 },
+            Op::Linear { x: 4, y: 5, cin: 16, cout: CLASSES, weight: lin.0.clone(), bias: lin.1.clone() },
+        ]
+    };
+    let mut ops = vec![
+        Op::Conv { x: 0, y: 1, conv: conv(&a), residual: None, relu: false },
+        Op::Conv { x: 0, y: 2, conv: conv(&b), residual: None, relu: false },
+        Op::Add { a: 1, b: 2, y: 3, relu: false },
+    ];
+    ops.extend(head(3));
+    let both = Model::new(ops, 6, 3, CLASSES, 5).unwrap();
+    assert!(!both.reads_input_in_place());
+    let one = |c: &ConvW| {
+        // The stem's output goes to slot 0 (the input's, dead by then) and is read from
+        // there: the in-place input must not shadow it.
+        let mut ops = vec![
+            Op::Conv { x: 0, y: 1, conv: conv(c), residual: None, relu: false },
+            Op::MaxPool { x: 1, y: 0, k: 1, stride: 1, pad: 0, ceil: false },
+        ];
+        ops.extend(head(0));
+        Model::new(ops, 6, 3, CLASSES, 5).unwrap()
+    };
+    let (ma, mb) = (one(&a), one(&b));
+    assert!(ma.reads_input_in_place());
+    let (h, w, batch) = (21, 18, 3);
+    let x = Rng(5).vec(batch * 3 * h * w);
+    let s = Shape4::new(batch, 3, h, w);
+    let splits = [Split::Batch, Split::Images, Split::Ops(1), Split::Ops(2), Split::Ops(3)];
+    for m in [&both, &ma] {
+        let y0 = m.forward_split(&x, s, Split::Batch).unwrap();
+        for split in splits {
+            let y = same_for_thread_counts(|| m.forward_split(&x, s, split).unwrap());
+            assert_eq!(bits(&y), bits(&y0), "{split:?}");
+        }
+    }
+    let (ya, yb, ysum) = (ma.forward(&x, s).unwrap(), mb.forward(&x, s).unwrap(), both.forward(&x, s).unwrap());
+    for i in 0..batch * CLASSES {
+        // Linear head: sum − (a + b − bias) is rounding only (float32, 16 channels).
+        let want = ya[i] + yb[i] - lin.1[i % CLASSES];
+        assert!((ysum[i] - want).abs() <= 1e-4 * (1.0 + want.abs()), "logit {i}: {} vs {want}", ysum[i]);
+    }
+    // The stem with the input as its residual too (same shape: a 1×1/1 3→3 conv).
+    let c = conv_w(&mut rng, 3, 3, 1, 1, 0);
+    let ops = vec![
+        Op::Conv { x: 0, y: 1, conv: conv(&c), residual: Some(0), relu: false },
+        Op::Gap { x: 1, y: 2 },
+        Op::Linear { x: 2, y: 3, cin: 3, cout: CLASSES, weight: vec![0.1; 3 * CLASSES], bias: vec![0.0; CLASSES] },
+    ];
+    let res = Model::new(ops, 4, 3, CLASSES, 3).unwrap();
+    assert!(!res.reads_input_in_place());
+    let y = res.forward(&x, s).unwrap();
+    for n in 0..batch {
+        // gap(x + conv(x)) through a linear head of 0.1s: recompute from the per-channel means.
+        let img = &x[n * 3 * h * w..(n + 1) * 3 * h * w];
+        let mean = |ch: usize| img[ch * h * w..(ch + 1) * h * w].iter().map(|&v| v as f64).sum::<f64>() / (h * w) as f64;
+        let mut want = 0.0;
+        for co in 0..3 {
+            let conv_mean: f64 = c.b[co] as f64 + (0..3).map(|ci| c.w[co * 3 + ci] as f64 * mean(ci)).sum::<f64>();
+            want += 0.1 * (mean(co) + conv_mean);
+        }
+        for k in 0..CLASSES {
+            let got = y[n * CLASSES + k] as f64;
+            assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "residual image {n} logit {k}: {got} vs {want}");
+        }
+    }
 }
