@@ -266,6 +266,57 @@ withOrt('toOnnx: a created model runs in onnxruntime at several batch sizes and 
   m.dispose()
 })
 
+withOrt('toOnnx: inputSize fixes the input height and width', async (t, ort) => {
+  const m = Model.create('legacy_seresnet18', { seed: 2, numClasses: 5 })
+  const bytes = m.toOnnx({ inputSize: [64, 71] })
+  const g = onnx.ModelProto.decode(bytes).graph as onnx.GraphProto
+  t.deepEqual(dims(g.input[0]), ['N', 3, 64, 71])
+  t.deepEqual(dims(g.output[0]), ['N', 5])
+  for (const n of [1, 3]) {
+    const shape: [number, number, number, number] = [n, 3, 64, 71]
+    const x = makeInput(shape, 6)
+    const d = maxAbsDiff(await runOrt(ort, bytes, x, shape), m.forwardSync(x, shape))
+    t.true(d <= TOL, `batch ${n}: max |Δlogit| ${d}`)
+  }
+  // onnxruntime refuses another size for the fixed graph.
+  const other = [1, 3, 64, 64]
+  await t.throwsAsync(runOrt(ort, bytes, makeInput(other, 1), other))
+  m.dispose()
+})
+
+test('toOnnx: a bad inputSize is a TypeError / RangeError naming it, before any file is written', async (t) => {
+  // Cadene's architectures need at least 3×3 inputs (ceil-mode pooling without padding).
+  const m = Model.create('legacy_seresnet18', { seed: 1, numClasses: 4 })
+  t.is(m.minInputSize, 3)
+  const bad: [unknown, ErrorConstructor, RegExp][] = [
+    ['224', TypeError, /SEResNet\.toOnnx: opts\.inputSize must be \[height, width\], got "224"/],
+    [[224], TypeError, /opts\.inputSize must be \[height, width\], got \[224\]/],
+    [[224, 224, 3], TypeError, /opts\.inputSize must be \[height, width\]/],
+    [[224, 0], RangeError, /opts\.inputSize\[1\] \(width\) must be a positive integer, got 0/],
+    [[22.5, 224], RangeError, /opts\.inputSize\[0\] \(height\) must be a positive integer, got 22\.5/],
+    [['224', 224], RangeError, /opts\.inputSize\[0\] \(height\) must be a positive integer, got "224"/],
+    [[m.minInputSize - 1, 224], RangeError, new RegExp(`inputSize ${m.minInputSize - 1}×224 is too small for legacy_seresnet18: height and width must be at least ${m.minInputSize}`)],
+  ]
+  const dir = mkdtempSync(join(tmpdir(), 'senet-onnx-'))
+  try {
+    const out = join(dir, 'm.onnx')
+    for (const [inputSize, E, message] of bad) {
+      const opts = { inputSize } as unknown as Parameters<typeof m.toOnnx>[0]
+      const e = t.throws(() => m.toOnnx(opts), { message })
+      t.true(e instanceof E, `${JSON.stringify(inputSize)}: ${e?.constructor.name}`)
+      await t.throwsAsync(m.toOnnxFile(out, opts), { message: new RegExp(message.source.replace('toOnnx', 'toOnnxFile')) })
+      t.throws(() => readFileSync(out), { code: 'ENOENT' }, 'no file written')
+    }
+    // The program-level exporter checks the option too.
+    const program = buildProgram(resolveConfig({ ...(fixtures[0].config as SEResNetConfig) }), randomParams(resolveConfig(fixtures[0].config as SEResNetConfig), 1))
+    t.throws(() => programToOnnx(program, { inputSize: [0, 5] }), { instanceOf: RangeError, message: /onnx export: opts\.inputSize\[0\] \(height\)/ })
+    t.notThrows(() => m.toOnnx({ inputSize: [m.minInputSize, m.minInputSize] }))
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+    m.dispose()
+  }
+})
+
 test('toOnnx: refuses a weights file changed since loading', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'senet-onnx-'))
   try {

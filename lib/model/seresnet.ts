@@ -22,7 +22,7 @@ import { readFileSync, statSync } from 'fs'
 import { resolve as resolvePath } from 'path'
 import { type Arch, type ResolvedConfig, type SEResNetConfig, isArch, resolveConfig } from './config'
 import { buildProgram, countParams, minInputSize, randomParams } from './build'
-import { type OnnxExportOptions, programToOnnx, programToOnnxFile } from './onnx'
+import { type OnnxExportOptions, checkInputSize, programToOnnx, programToOnnxFile } from './onnx'
 import type { CompiledModel, ModelBackend, Program } from './program'
 import { parseSafetensors, readSafetensors, type SafetensorsFile } from './safetensors'
 import { matchWeights } from './weights'
@@ -294,8 +294,9 @@ export class SEResNet {
 
   /**
    * The model as an ONNX file's bytes (opset 13; input `input` [N, C, H, W] with symbolic
-   * N, H, W; output `logits` [N, numClasses]; BatchNorm folded), e.g. to run the same
-   * weights in onnxruntime. See `lib/model/onnx.ts` for the graph.
+   * N, H, W, or fixed H, W with `opts.inputSize`; output `logits` [N, numClasses];
+   * BatchNorm folded), e.g. to run the same weights in onnxruntime. See
+   * `lib/model/onnx.ts` for the graph.
    *
    * The model keeps no JS copy of its weights, so they are rebuilt here from their
    * origin: regenerated from the seed ({@link create}), re-read from the file (which must
@@ -303,10 +304,13 @@ export class SEResNet {
    * {@link fromSafetensors}. Transient memory: the folded weights plus the result
    * (≈ 2 × 4 bytes per parameter, plus the file while it is parsed); use
    * {@link toOnnxFile} to avoid the result buffer.
-   * @throws Error after {@link dispose}, or when the weights' file changed or is gone.
+   * @throws Error after {@link dispose}, or when the weights' file changed or is gone;
+   *   TypeError / RangeError for an `opts.inputSize` that is not [height, width] of
+   *   positive integers at least {@link minInputSize}.
    */
   toOnnx(opts?: OnnxExportOptions): Uint8Array {
-    return programToOnnx(this.exportProgram('toOnnx'), this.onnxOptions(opts))
+    const o = this.onnxOptions(opts, 'toOnnx')
+    return programToOnnx(this.exportProgram('toOnnx'), o)
   }
 
   /**
@@ -315,7 +319,8 @@ export class SEResNet {
    */
   async toOnnxFile(path: string, opts?: OnnxExportOptions): Promise<void> {
     if (typeof path !== 'string') throw new TypeError(`SEResNet.toOnnxFile: path must be a string, got ${typeof path}`)
-    await programToOnnxFile(this.exportProgram('toOnnxFile'), path, this.onnxOptions(opts))
+    const o = this.onnxOptions(opts, 'toOnnxFile')
+    await programToOnnxFile(this.exportProgram('toOnnxFile'), path, o)
   }
 
   private exportProgram(where: string): Program {
@@ -323,8 +328,20 @@ export class SEResNet {
     return rebuildProgram(this.config, s.origin, s.label)
   }
 
-  private onnxOptions(opts: OnnxExportOptions | undefined): OnnxExportOptions {
-    const o = checkOpts(opts, 'SEResNet.toOnnx') as OnnxExportOptions
+  /** The export options, checked before any weight is rebuilt or file opened. */
+  private onnxOptions(opts: OnnxExportOptions | undefined, where: string): OnnxExportOptions {
+    const o = checkOpts(opts, `SEResNet.${where}`) as OnnxExportOptions
+    let size: readonly [number, number] | undefined
+    try {
+      size = checkInputSize(o.inputSize)
+    } catch (e) {
+      const E = e instanceof RangeError ? RangeError : TypeError
+      throw new E((e as Error).message.replace('onnx export:', `SEResNet.${where}:`))
+    }
+    const min = this.state(where).minSize
+    if (size && (size[0] < min || size[1] < min)) {
+      throw new RangeError(`SEResNet.${where}: opts.inputSize ${size[0]}×${size[1]} is too small for ${this.arch}: height and width must be at least ${min}`)
+    }
     return { graphName: this.arch, docString: `${this.arch} exported by senet (BatchNorm folded)`, ...o }
   }
 

@@ -1,0 +1,62 @@
+// Is the baseline fair? onnxruntime-node on the graph `model.toOnnx()` writes vs on
+// PyTorch's own export of the same timm architecture (tools/reference/torch_onnx.py),
+// same session options as `bench:model`, runs alternated in pairs in one process.
+//
+//   /usr/bin/python3 tools/reference/torch_onnx.py seresnet50 /tmp/seresnet50_torch.onnx
+//   node bench/ort-exports.mjs seresnet50 /tmp/seresnet50_torch.onnx [--batch 1] [--threads 2] [--pairs 20]
+//
+// Prints both medians and the median of the per-pair ratios (PyTorch export / ours;
+// > 1: ours runs faster in onnxruntime).
+import { createRequire } from 'node:module'
+import fs from 'node:fs'
+import { median } from './common.mjs'
+
+const require = createRequire(import.meta.url)
+const ort = require('onnxruntime-node')
+const native = require('../dist/index.js')
+
+const args = process.argv.slice(2)
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`)
+  return i >= 0 && i + 1 < args.length ? Number(args[i + 1]) : dflt
+}
+const [arch, file] = args
+if (!arch || !file || !fs.existsSync(file)) {
+  console.error('usage: node bench/ort-exports.mjs ARCH TORCH_EXPORT.onnx [--batch N] [--threads T] [--pairs P]')
+  process.exit(2)
+}
+const [batch, threads, pairs] = [opt('batch', 1), opt('threads', 2), opt('pairs', 20)]
+for (const [k, v] of Object.entries({ batch, threads, pairs })) {
+  if (!Number.isSafeInteger(v) || v < 1) {
+    console.error(`--${k} must be a positive integer, got ${v}`)
+    process.exit(2)
+  }
+}
+const opts = { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' }
+const sessions = [
+  await ort.InferenceSession.create(native.SEResNet.create(arch, { seed: 1 }).toOnnx(), opts),
+  await ort.InferenceSession.create(fs.readFileSync(file), opts),
+]
+const x = new ort.Tensor('float32', new Float32Array(batch * 3 * 224 * 224).map((_, i) => Math.sin(i * 0.37)), [batch, 3, 224, 224])
+const run = async (s) => {
+  const t0 = process.hrtime.bigint()
+  await s.run({ [s.inputNames[0]]: x })
+  return Number(process.hrtime.bigint() - t0) / 1e6
+}
+for (let i = 0; i < 2; i++) for (const s of sessions) await run(s)
+const ms = [[], []]
+const ratios = []
+for (let r = 0; r < pairs; r++) {
+  const pair = [0, 0]
+  for (const j of r % 2 ? [1, 0] : [0, 1]) {
+    await new Promise((res) => setTimeout(res, 50)) // onnxruntime's pool spins after a run
+    pair[j] = await run(sessions[j])
+  }
+  ms[0].push(pair[0])
+  ms[1].push(pair[1])
+  ratios.push(pair[1] / pair[0])
+}
+console.log(
+  `${arch} batch ${batch}, ${threads} thread(s), ${pairs} pairs: onnxruntime on toOnnx() ${median(ms[0]).toFixed(2)} ms, ` +
+    `on the PyTorch export ${median(ms[1]).toFixed(2)} ms, median PyTorch/ours ${median(ratios).toFixed(3)}`,
+)
