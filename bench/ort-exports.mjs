@@ -1,6 +1,7 @@
-// Is the baseline fair? onnxruntime-node on the graph `model.toOnnx()` writes vs on
-// PyTorch's own export of the same timm architecture (tools/reference/torch_onnx.py),
-// same session options as `bench:model`, runs alternated in pairs in one process.
+// Is the baseline fair? onnxruntime-node on the graph `bench:model` gives it
+// (`model.toOnnx({ inputSize: [224, 224] })`) vs on PyTorch's own export of the same timm
+// architecture (tools/reference/torch_onnx.py, also fixed at 224×224), same session
+// options as `bench:model`, runs alternated in pairs in one process.
 //
 //   /usr/bin/python3 tools/reference/torch_onnx.py seresnet50 /tmp/seresnet50_torch.onnx
 //   node bench/ort-exports.mjs seresnet50 /tmp/seresnet50_torch.onnx [--batch 1] [--threads 2] [--pairs 20]
@@ -34,7 +35,7 @@ for (const [k, v] of Object.entries({ batch, threads, pairs })) {
 }
 const opts = { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' }
 const sessions = [
-  await ort.InferenceSession.create(native.SEResNet.create(arch, { seed: 1 }).toOnnx(), opts),
+  await ort.InferenceSession.create(native.SEResNet.create(arch, { seed: 1 }).toOnnx({ inputSize: [224, 224] }), opts),
   await ort.InferenceSession.create(fs.readFileSync(file), opts),
 ]
 const x = new ort.Tensor('float32', new Float32Array(batch * 3 * 224 * 224).map((_, i) => Math.sin(i * 0.37)), [batch, 3, 224, 224])
