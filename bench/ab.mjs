@@ -12,7 +12,7 @@
 // same input (0 when a change keeps every result bit).
 import { createRequire } from 'node:module'
 import path from 'node:path'
-import { median } from './common.mjs'
+import { alternatePairs, median } from './common.mjs'
 
 const require = createRequire(import.meta.url)
 const args = process.argv.slice(2)
@@ -55,20 +55,7 @@ let maxDiff = 0
 for (let i = 0; i < outs[0].length; i++) maxDiff = Math.max(maxDiff, Math.abs(outs[0][i] - outs[1][i]))
 for (let i = 0; i < 2; i++) for (const m of models) await m.forward(x, shape)
 
-const ms = [[], []]
-const ratios = []
-for (let r = 0; r < pairs; r++) {
-  const pair = [0, 0]
-  for (const j of r % 2 ? [1, 0] : [0, 1]) {
-    await new Promise((res) => setTimeout(res, gap))
-    const t0 = process.hrtime.bigint()
-    await models[j].forward(x, shape)
-    pair[j] = Number(process.hrtime.bigint() - t0) / 1e6
-  }
-  ms[0].push(pair[0])
-  ms[1].push(pair[1])
-  ratios.push(pair[1] / pair[0])
-}
+const { ms, ratios } = await alternatePairs(() => models[0].forward(x, shape), () => models[1].forward(x, shape), { pairs, gapMs: gap })
 console.log(
   `${arch} batch ${batch}, ${threads} thread(s), ${pairs} pairs: A ${median(ms[0]).toFixed(2)} ms, B ${median(ms[1]).toFixed(2)} ms, ` +
     `median B/A ${median(ratios).toFixed(3)}, max |Δlogit| ${maxDiff.toExponential(2)}\n  A = ${builds[0].dir}\n  B = ${builds[1].dir}`,

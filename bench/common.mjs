@@ -49,6 +49,28 @@ export async function interleave(engines, { warmup = 2, minRounds = 15, maxRound
   return samples
 }
 
+/**
+ * A/B in pairs: each round times `runA` and `runB` once (ms, via timeOnce), the order
+ * flipped every round, with `gapMs` of idle time before each call, so that a noisy host
+ * slows both alike. Returns { ms: [a[], b[]], ratios: b/a per round }.
+ */
+export async function alternatePairs(runA, runB, { pairs = 30, gapMs = 20 } = {}) {
+  const runs = [runA, runB]
+  const ms = [[], []]
+  const ratios = []
+  for (let r = 0; r < pairs; r++) {
+    const pair = [0, 0]
+    for (const j of r % 2 ? [1, 0] : [0, 1]) {
+      if (gapMs > 0) await new Promise((res) => setTimeout(res, gapMs))
+      pair[j] = await timeOnce(runs[j])
+    }
+    ms[0].push(pair[0])
+    ms[1].push(pair[1])
+    ratios.push(pair[1] / pair[0])
+  }
+  return { ms, ratios }
+}
+
 /** Markdown table from a header row and rows of cells. */
 export function markdownTable(header, rows) {
   const line = (cells) => `| ${cells.join(' | ')} |`

@@ -10,7 +10,7 @@
 // > 1: ours runs faster in onnxruntime).
 import { createRequire } from 'node:module'
 import fs from 'node:fs'
-import { median } from './common.mjs'
+import { alternatePairs, median } from './common.mjs'
 
 const require = createRequire(import.meta.url)
 const ort = require('onnxruntime-node')
@@ -39,24 +39,10 @@ const sessions = [
   await ort.InferenceSession.create(fs.readFileSync(file), opts),
 ]
 const x = new ort.Tensor('float32', new Float32Array(batch * 3 * 224 * 224).map((_, i) => Math.sin(i * 0.37)), [batch, 3, 224, 224])
-const run = async (s) => {
-  const t0 = process.hrtime.bigint()
-  await s.run({ [s.inputNames[0]]: x })
-  return Number(process.hrtime.bigint() - t0) / 1e6
-}
-for (let i = 0; i < 2; i++) for (const s of sessions) await run(s)
-const ms = [[], []]
-const ratios = []
-for (let r = 0; r < pairs; r++) {
-  const pair = [0, 0]
-  for (const j of r % 2 ? [1, 0] : [0, 1]) {
-    await new Promise((res) => setTimeout(res, 50)) // onnxruntime's pool spins after a run
-    pair[j] = await run(sessions[j])
-  }
-  ms[0].push(pair[0])
-  ms[1].push(pair[1])
-  ratios.push(pair[1] / pair[0])
-}
+const [runOurs, runTorch] = sessions.map((s) => () => s.run({ [s.inputNames[0]]: x }))
+for (let i = 0; i < 2; i++) for (const run of [runOurs, runTorch]) await run()
+// 50 ms gaps: onnxruntime's pool keeps spinning for a while after a run.
+const { ms, ratios } = await alternatePairs(runOurs, runTorch, { pairs, gapMs: 50 })
 console.log(
   `${arch} batch ${batch}, ${threads} thread(s), ${pairs} pairs: onnxruntime on toOnnx() ${median(ms[0]).toFixed(2)} ms, ` +
     `on the PyTorch export ${median(ms[1]).toFixed(2)} ms, median PyTorch/ours ${median(ratios).toFixed(3)}`,

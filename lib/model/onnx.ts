@@ -55,15 +55,15 @@ export interface OnnxExportOptions {
   inputSize?: readonly [height: number, width: number]
 }
 
-/** `opts.inputSize` checked: undefined, or two positive safe integers. */
-export function checkInputSize(v: unknown): readonly [number, number] | undefined {
+/** `opts.inputSize` checked: undefined, or two positive safe integers; `who` prefixes errors. */
+export function checkInputSize(v: unknown, who = 'onnx export'): readonly [number, number] | undefined {
   if (v === undefined) return undefined
   if (!Array.isArray(v) || v.length !== 2) {
-    throw new TypeError(`onnx export: opts.inputSize must be [height, width], got ${JSON.stringify(v) ?? typeof v}`)
+    throw new TypeError(`${who}: opts.inputSize must be [height, width], got ${JSON.stringify(v) ?? typeof v}`)
   }
   v.forEach((d, i) => {
     if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 1) {
-      throw new RangeError(`onnx export: opts.inputSize[${i}] (${i ? 'width' : 'height'}) must be a positive integer, got ${JSON.stringify(d) ?? typeof d}`)
+      throw new RangeError(`${who}: opts.inputSize[${i}] (${i ? 'width' : 'height'}) must be a positive integer, got ${JSON.stringify(d) ?? typeof d}`)
     }
   })
   return [v[0], v[1]]

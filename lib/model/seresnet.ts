@@ -331,13 +331,7 @@ export class SEResNet {
   /** The export options, checked before any weight is rebuilt or file opened. */
   private onnxOptions(opts: OnnxExportOptions | undefined, where: string): OnnxExportOptions {
     const o = checkOpts(opts, `SEResNet.${where}`) as OnnxExportOptions
-    let size: readonly [number, number] | undefined
-    try {
-      size = checkInputSize(o.inputSize)
-    } catch (e) {
-      const E = e instanceof RangeError ? RangeError : TypeError
-      throw new E((e as Error).message.replace('onnx export:', `SEResNet.${where}:`))
-    }
+    const size = checkInputSize(o.inputSize, `SEResNet.${where}`)
     const min = this.state(where).minSize
     if (size && (size[0] < min || size[1] < min)) {
       throw new RangeError(`SEResNet.${where}: opts.inputSize ${size[0]}×${size[1]} is too small for ${this.arch}: height and width must be at least ${min}`)
