@@ -12,7 +12,7 @@
 // same input (0 when a change keeps every result bit).
 import { createRequire } from 'node:module'
 import path from 'node:path'
-import { alternatePairs, median } from './common.mjs'
+import { alternatePairs, intOption, median } from './common.mjs'
 
 const require = createRequire(import.meta.url)
 const args = process.argv.slice(2)
@@ -27,19 +27,12 @@ if (unknown.length) {
   console.error(`unknown option(s) ${unknown.join(', ')}; known: ${known.join(' ')}`)
   process.exit(2)
 }
-const opt = (name, dflt) => {
-  const i = args.indexOf(`--${name}`)
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt
-}
-const arch = opt('arch', 'seresnet50')
-const [batch, threads, pairs, gap] = ['batch', 'threads', 'pairs', 'gap'].map((k, i) => {
-  const v = Number(opt(k, [1, 2, 30, 20][i]))
-  if (!Number.isSafeInteger(v) || v < (k === 'gap' ? 0 : 1)) {
-    console.error(`--${k} must be a ${k === 'gap' ? 'non-negative' : 'positive'} integer, got ${opt(k)}`)
-    process.exit(2)
-  }
-  return v
-})
+const ai = args.indexOf('--arch')
+const arch = ai >= 0 && ai + 1 < args.length ? args[ai + 1] : 'seresnet50'
+const batch = intOption(args, 'batch', 1)
+const threads = intOption(args, 'threads', 2)
+const pairs = intOption(args, 'pairs', 30)
+const gap = intOption(args, 'gap', 20, 0)
 
 const builds = dirs.map((d) => {
   const dir = path.resolve(d)

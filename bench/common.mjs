@@ -71,6 +71,21 @@ export async function alternatePairs(runA, runB, { pairs = 30, gapMs = 20 } = {}
   return { ms, ratios }
 }
 
+/**
+ * Integer command-line option `--name N` from `args` (`dflt` when absent); exits with a
+ * message when it is not a safe integer ≥ `min`.
+ */
+export function intOption(args, name, dflt, min = 1) {
+  const i = args.indexOf(`--${name}`)
+  const raw = i >= 0 && i + 1 < args.length ? args[i + 1] : dflt
+  const v = Number(raw)
+  if (!Number.isSafeInteger(v) || v < min) {
+    console.error(`--${name} must be an integer >= ${min}, got ${raw}`)
+    process.exit(2)
+  }
+  return v
+}
+
 /** Markdown table from a header row and rows of cells. */
 export function markdownTable(header, rows) {
   const line = (cells) => `| ${cells.join(' | ')} |`

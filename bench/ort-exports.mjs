@@ -10,29 +10,19 @@
 // > 1: ours runs faster in onnxruntime).
 import { createRequire } from 'node:module'
 import fs from 'node:fs'
-import { alternatePairs, median } from './common.mjs'
+import { alternatePairs, intOption, median } from './common.mjs'
 
 const require = createRequire(import.meta.url)
 const ort = require('onnxruntime-node')
 const native = require('../dist/index.js')
 
 const args = process.argv.slice(2)
-const opt = (name, dflt) => {
-  const i = args.indexOf(`--${name}`)
-  return i >= 0 && i + 1 < args.length ? Number(args[i + 1]) : dflt
-}
 const [arch, file] = args
 if (!arch || !file || !fs.existsSync(file)) {
   console.error('usage: node bench/ort-exports.mjs ARCH TORCH_EXPORT.onnx [--batch N] [--threads T] [--pairs P]')
   process.exit(2)
 }
-const [batch, threads, pairs] = [opt('batch', 1), opt('threads', 2), opt('pairs', 20)]
-for (const [k, v] of Object.entries({ batch, threads, pairs })) {
-  if (!Number.isSafeInteger(v) || v < 1) {
-    console.error(`--${k} must be a positive integer, got ${v}`)
-    process.exit(2)
-  }
-}
+const [batch, threads, pairs] = [intOption(args, 'batch', 1), intOption(args, 'threads', 2), intOption(args, 'pairs', 20)]
 const opts = { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' }
 const sessions = [
   await ort.InferenceSession.create(native.SEResNet.create(arch, { seed: 1 }).toOnnx({ inputSize: [224, 224] }), opts),
