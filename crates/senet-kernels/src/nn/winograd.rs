@@ -294,9 +294,11 @@ struct Ctx<'a> {
     /// Input blocks, output blocks.
     cb: usize,
     cob: usize,
-    /// Tiles per block, tiles in the batch.
+    /// Tiles per block at most (the scratch stride), tiles in the batch, tile blocks:
+    /// block b holds tiles b·g/nblk .. (b+1)·g/nblk (sizes differ by at most one).
     t: usize,
     g_total: usize,
+    nblk: usize,
     groups: &'a [(usize, usize)],
     uoff: &'a [usize],
     /// Per split: range of groups.
@@ -326,8 +328,9 @@ unsafe impl Send for Ctx<'_> {}
 unsafe fn task_k<V: Vf32, const A: usize>(c: &Ctx, blk: usize, s: usize, scr: &mut [f32]) {
     let m = A - 2;
     let p = A * A;
-    let g0 = blk * c.t;
-    let nt = c.t.min(c.g_total - g0);
+    let g0 = blk * c.g_total / c.nblk;
+    let nt = (blk + 1) * c.g_total / c.nblk - g0;
+    debug_assert!(nt <= c.t);
     let tpi = c.th * c.tw;
     let (h, w) = (c.h, c.w);
     let v_xi = c.cb * c.t * 16; // floats per ξ in V
@@ -779,6 +782,7 @@ impl ConvWino {
             cob: blocks(self.cout),
             t,
             g_total: g,
+            nblk,
             groups: &self.groups,
             uoff: &self.uoff,
             splits: &splits,
