@@ -839,6 +839,7 @@ module.exports.NativeModel = nativeBinding.NativeModel
 module.exports.copyF32 = nativeBinding.copyF32
 module.exports.excite = nativeBinding.excite
 module.exports.getNumThreads = nativeBinding.getNumThreads
+module.exports.layerProbeGflops = nativeBinding.layerProbeGflops
 module.exports.peakGflops = nativeBinding.peakGflops
 module.exports.scale = nativeBinding.scale
 module.exports.seBlock = nativeBinding.seBlock

@@ -9,7 +9,10 @@
 // Engines are interleaved round by round (common.mjs `interleave`) so a noisy neighbour
 // slows them alike, with 50 ms of idle time before each run so that no engine is timed
 // while the previous one's pool threads are still spinning; medians are reported, and the machine's peak FMA rate is measured
-// in the same run by a native microbenchmark (`peakGflops`) for "fraction of peak".
+// in the same run by a native microbenchmark (`peakGflops`) for "fraction of peak". A
+// cache-sensitive layer (`layerProbeGflops`), timed before and after each thread count's
+// runs, shows whether another workload shared the caches meanwhile (which the FMA peak
+// does not show); the header flags such a run.
 //
 // Threads: senet's pool is resized with setNumThreads; onnxruntime gets one session per
 // thread count (intraOpNumThreads; its thread pool is per session, spinning left at its
@@ -51,6 +54,9 @@ const TIMING = quick
   : { warmup: 2, minRounds: 10, maxRounds: 40, budgetMs: 8000, minRoundsSlow: 3, slowMs: 3000, gapMs: 50 }
 const PEAK_MS = quick ? 200 : 400
 const PEAK_REPEATS = quick ? 1 : 3
+const PROBE_MS = quick ? 100 : 200
+/** Layer probe below this fraction of the FMA peak: the run is flagged as contended. */
+const PROBE_QUIET = 0.7
 const CONCURRENT = 16
 
 let ort
@@ -131,6 +137,13 @@ async function ortSession(bytes, threads) {
 // ------------------------------------------------------------------------- measure
 
 const peaks = {} // threads → GFLOP/s
+// threads → [before, after] GFLOP/s of the cache-sensitive layer probe (`layerProbeGflops`:
+// 1×1 conv 1024→256 @14×14, batch 1, its working set the size of a core's L2), measured
+// before and after that thread count's timings. The FMA peak touches no memory and stays
+// high when another tenant shares the cores' caches; this layer (and every real kernel)
+// then slows down, so the pair tells a quiet run from a contended one.
+const probes = {}
+const probe = () => Math.max(...Array.from({ length: PEAK_REPEATS }, () => addon.layerProbeGflops(PROBE_MS)))
 const cells = [] // one per (arch, batch, threads, engine)
 const agreement = []
 
@@ -139,7 +152,8 @@ for (const threads of THREADS) {
   const peakRuns = []
   for (let i = 0; i < PEAK_REPEATS; i++) peakRuns.push(addon.peakGflops(PEAK_MS))
   peaks[threads] = Math.max(...peakRuns) // the least disturbed run is the closest to the ceiling
-  log(`${threads} thread(s): peak FMA ${peakRuns.map((p) => p.toFixed(0)).join(' / ')} GFLOP/s (${native.simdLevel()})`)
+  probes[threads] = [probe()]
+  log(`${threads} thread(s): peak FMA ${peakRuns.map((p) => p.toFixed(0)).join(' / ')} GFLOP/s (${native.simdLevel()}), layer probe ${probes[threads][0].toFixed(0)} GFLOP/s`)
 
   const sessions = {}
   for (const arch of ARCHS) sessions[arch] = await ortSession(models[arch].onnxBytes, threads)
@@ -188,6 +202,9 @@ for (const threads of THREADS) {
     }
   }
   for (const s of Object.values(sessions)) await s.release()
+  native.setNumThreads(threads)
+  probes[threads].push(probe())
+  log(`${threads} thread(s): layer probe after the timings ${probes[threads][1].toFixed(0)} GFLOP/s`)
 }
 // Against the peak of as many threads as the engine used (the JS backend: one).
 for (const c of cells) c.fractionOfPeak = peaks[c.threads] ? c.gflops / peaks[c.threads] : null
@@ -307,6 +324,7 @@ const info = {
   seed: SEED,
   timing: TIMING,
   peakGflops: peaks,
+  layerProbeGflops: probes,
   loadAverage: { start: loadStart, end: loadEnd },
   models: Object.fromEntries(ARCHS.map((a) => [a, { macsPerImage: models[a].macsPerImage, gflopPerImage: (2 * models[a].macsPerImage) / 1e9, numParams: models[a].numParams }])),
 }
@@ -315,10 +333,16 @@ const info = {
 const busy = peaks[1] && peaks[2] ? peaks[2] < 1.6 * peaks[1] : false
 info.busy = busy
 const peakText = Object.entries(peaks).map(([t, g]) => `${g.toFixed(0)} GFLOP/s on ${t} thread${t === '1' ? '' : 's'}`).join(', ')
+const pctOf = (g, t) => (peaks[t] ? `${((100 * g) / peaks[t]).toFixed(0)}%` : '?')
+const probeText = Object.entries(probes).map(([t, [a, b]]) => `${a.toFixed(0)} → ${b.toFixed(0)} GFLOP/s on ${t} thread${t === '1' ? '' : 's'} (${pctOf(a, t)} → ${pctOf(b, t)} of the peak)`).join(', ')
+const contended = Object.entries(probes).filter(([t, ab]) => peaks[t] && Math.min(...ab) < PROBE_QUIET * peaks[t]).map(([t]) => t)
+info.contended = contended.length > 0
 const header = [
   `Whole models, ${SIZE}×${SIZE}, random weights (seed ${SEED}), ${info.cpu}, SIMD ${info.simd}, Node ${info.node}, onnxruntime-node ${info.onnxruntime}, ${info.date}${quick ? ' (QUICK: few rounds, indicative only)' : ''}.`,
   `GFLOP per image as 2 × multiply-adds counted from the program: ${ARCHS.map((a) => `${a} ${info.models[a].gflopPerImage.toFixed(2)}`).join(', ')}.`,
   `Peak FMA measured in this run: ${peakText}. Load average at start ${loadStart.map((l) => l.toFixed(2)).join(' ')}, at end ${loadEnd.map((l) => l.toFixed(2)).join(' ')}.`,
+  `Cache-sensitive layer probe (1×1 conv 1024→256 @14×14, batch 1; before → after the timings): ${probeText}.`,
+  ...(contended.length ? [`WARNING: the layer probe fell below ${PROBE_QUIET * 100}% of the FMA peak on ${contended.join(' and ')} thread(s) (quiet: ~80%): another workload shared the caches during the run; every row may understate and the ratios are scattered.`] : []),
   ...(busy ? [`WARNING: the 2-thread peak is only ${(peaks[2] / peaks[1]).toFixed(2)}× the 1-thread one: another process was using a core; 2-thread rows and scaling are not representative.`] : []),
   `Engines agree before timing: max |Δlogit| vs senet ${Math.max(0, ...agreement.map((a) => a.maxAbsDiff)).toExponential(1)} (limit ${AGREE}).`,
   `"speed vs onnxruntime" = onnxruntime median / engine median (> 1: faster); "SE overhead" = seresnet50 / resnet50 time, same engine.`,
