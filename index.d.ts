@@ -38,8 +38,8 @@ export declare function getNumThreads(): number
 
 /**
  * GFLOP/s of a cache-sensitive layer (1×1 convolution 1024→256 on a 14×14 map, batch 1:
- * its 1 MiB of weights and 0.8 MB of input fill a core's L2), best of its runs back to
- * back on the kernel pool for about `millis` ms. Reported beside [`peak_gflops`]: a host
+ * its 1 MiB of weights and 0.8 MB of input fill a core's L2): the median of its runs back
+ * to back on the kernel pool for about `millis` ms. Reported beside [`peak_gflops`]: a host
  * whose caches another tenant shares keeps its FMA peak but slows this layer (and every
  * real kernel) down, so a benchmark can show that it ran contended. Blocks the calling
  * thread, like [`peak_gflops`].

@@ -10,8 +10,8 @@
 // slows them alike, with 50 ms of idle time before each run so that no engine is timed
 // while the previous one's pool threads are still spinning; medians are reported, and the machine's peak FMA rate is measured
 // in the same run by a native microbenchmark (`peakGflops`) for "fraction of peak". A
-// cache-sensitive layer (`layerProbeGflops`), timed before and after each thread count's
-// runs, shows whether another workload shared the caches meanwhile (which the FMA peak
+// cache-sensitive layer (`layerProbeGflops`), timed between the timings of each thread
+// count, shows whether another workload shared the caches meanwhile (which the FMA peak
 // does not show); the header flags such a run.
 //
 // Threads: senet's pool is resized with setNumThreads; onnxruntime gets one session per
@@ -137,13 +137,14 @@ async function ortSession(bytes, threads) {
 // ------------------------------------------------------------------------- measure
 
 const peaks = {} // threads → GFLOP/s
-// threads → [before, after] GFLOP/s of the cache-sensitive layer probe (`layerProbeGflops`:
-// 1×1 conv 1024→256 @14×14, batch 1, its working set the size of a core's L2), measured
-// before and after that thread count's timings. The FMA peak touches no memory and stays
-// high when another tenant shares the cores' caches; this layer (and every real kernel)
-// then slows down, so the pair tells a quiet run from a contended one.
+// threads → GFLOP/s of the cache-sensitive layer probe (`layerProbeGflops`: 1×1 conv
+// 1024→256 @14×14, batch 1, its working set the size of a core's L2; the median of its
+// runs over PROBE_MS), measured before each batch size's timings and after the last. The
+// FMA peak touches no memory and stays high when another tenant shares the cores' caches;
+// this layer (and every real kernel) then slows down, so the samples tell a quiet run
+// from a contended one (as far as the contention overlaps them).
 const probes = {}
-const probe = () => Math.max(...Array.from({ length: PEAK_REPEATS }, () => addon.layerProbeGflops(PROBE_MS)))
+const probe = () => addon.layerProbeGflops(PROBE_MS)
 const cells = [] // one per (arch, batch, threads, engine)
 const agreement = []
 
@@ -152,13 +153,16 @@ for (const threads of THREADS) {
   const peakRuns = []
   for (let i = 0; i < PEAK_REPEATS; i++) peakRuns.push(addon.peakGflops(PEAK_MS))
   peaks[threads] = Math.max(...peakRuns) // the least disturbed run is the closest to the ceiling
-  probes[threads] = [probe()]
-  log(`${threads} thread(s): peak FMA ${peakRuns.map((p) => p.toFixed(0)).join(' / ')} GFLOP/s (${native.simdLevel()}), layer probe ${probes[threads][0].toFixed(0)} GFLOP/s`)
+  probes[threads] = []
+  log(`${threads} thread(s): peak FMA ${peakRuns.map((p) => p.toFixed(0)).join(' / ')} GFLOP/s (${native.simdLevel()})`)
 
   const sessions = {}
   for (const arch of ARCHS) sessions[arch] = await ortSession(models[arch].onnxBytes, threads)
 
   for (const batch of BATCHES) {
+    native.setNumThreads(threads)
+    probes[threads].push(probe())
+    log(`${threads} thread(s): layer probe ${probes[threads].at(-1).toFixed(0)} GFLOP/s`)
     const shape = [batch, 3, SIZE, SIZE]
     const x = randomF32(batch * 3 * SIZE * SIZE, 7 + batch)
     const feeds = { input: new ort.Tensor('float32', x, shape) }
@@ -204,7 +208,7 @@ for (const threads of THREADS) {
   for (const s of Object.values(sessions)) await s.release()
   native.setNumThreads(threads)
   probes[threads].push(probe())
-  log(`${threads} thread(s): layer probe after the timings ${probes[threads][1].toFixed(0)} GFLOP/s`)
+  log(`${threads} thread(s): layer probe after the timings ${probes[threads].at(-1).toFixed(0)} GFLOP/s`)
 }
 // Against the peak of as many threads as the engine used (the JS backend: one).
 for (const c of cells) c.fractionOfPeak = peaks[c.threads] ? c.gflops / peaks[c.threads] : null
@@ -334,14 +338,14 @@ const busy = peaks[1] && peaks[2] ? peaks[2] < 1.6 * peaks[1] : false
 info.busy = busy
 const peakText = Object.entries(peaks).map(([t, g]) => `${g.toFixed(0)} GFLOP/s on ${t} thread${t === '1' ? '' : 's'}`).join(', ')
 const pctOf = (g, t) => (peaks[t] ? `${((100 * g) / peaks[t]).toFixed(0)}%` : '?')
-const probeText = Object.entries(probes).map(([t, [a, b]]) => `${a.toFixed(0)} → ${b.toFixed(0)} GFLOP/s on ${t} thread${t === '1' ? '' : 's'} (${pctOf(a, t)} → ${pctOf(b, t)} of the peak)`).join(', ')
-const contended = Object.entries(probes).filter(([t, ab]) => peaks[t] && Math.min(...ab) < PROBE_QUIET * peaks[t]).map(([t]) => t)
+const probeText = Object.entries(probes).map(([t, g]) => `${g.map((v) => v.toFixed(0)).join(' → ')} GFLOP/s on ${t} thread${t === '1' ? '' : 's'} (lowest ${pctOf(Math.min(...g), t)} of the peak)`).join(', ')
+const contended = Object.entries(probes).filter(([t, g]) => peaks[t] && Math.min(...g) < PROBE_QUIET * peaks[t]).map(([t]) => t)
 info.contended = contended.length > 0
 const header = [
   `Whole models, ${SIZE}×${SIZE}, random weights (seed ${SEED}), ${info.cpu}, SIMD ${info.simd}, Node ${info.node}, onnxruntime-node ${info.onnxruntime}, ${info.date}${quick ? ' (QUICK: few rounds, indicative only)' : ''}.`,
   `GFLOP per image as 2 × multiply-adds counted from the program: ${ARCHS.map((a) => `${a} ${info.models[a].gflopPerImage.toFixed(2)}`).join(', ')}.`,
   `Peak FMA measured in this run: ${peakText}. Load average at start ${loadStart.map((l) => l.toFixed(2)).join(' ')}, at end ${loadEnd.map((l) => l.toFixed(2)).join(' ')}.`,
-  `Cache-sensitive layer probe (1×1 conv 1024→256 @14×14, batch 1; before → after the timings): ${probeText}.`,
+  `Cache-sensitive layer probe (1×1 conv 1024→256 @14×14, batch 1; before each batch size's timings → after the last): ${probeText}.`,
   ...(contended.length ? [`WARNING: the layer probe fell below ${PROBE_QUIET * 100}% of the FMA peak on ${contended.join(' and ')} thread(s) (quiet: ~80%): another workload shared the caches during the run; every row may understate and the ratios are scattered.`] : []),
   ...(busy ? [`WARNING: the 2-thread peak is only ${(peaks[2] / peaks[1]).toFixed(2)}× the 1-thread one: another process was using a core; 2-thread rows and scaling are not representative.`] : []),
   `Engines agree before timing: max |Δlogit| vs senet ${Math.max(0, ...agreement.map((a) => a.maxAbsDiff)).toExponential(1)} (limit ${AGREE}).`,

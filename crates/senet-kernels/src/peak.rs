@@ -116,9 +116,11 @@ pub const PROBE_HW: usize = 14;
 /// Floating-point operations of one [`layer_probe`] run (2 per multiply-add).
 pub const PROBE_FLOP: f64 = (2 * PROBE_CIN * PROBE_COUT * PROBE_HW * PROBE_HW) as f64;
 
-/// A cache-sensitive companion to [`measure`]: the best GFLOP/s of one real layer whose
+/// A cache-sensitive companion to [`measure`]: the GFLOP/s of one real layer whose
 /// working set fills a core's L2 (1 MiB of packed weights, 0.8 MB of input; see
-/// [`PROBE_CIN`]), run back to back on the kernel pool for about `duration`.
+/// [`PROBE_CIN`]), run back to back on the kernel pool for about `duration`: the median
+/// run's, so that the number describes the whole interval (a best-of would report the
+/// one quiet moment of a contended interval).
 ///
 /// [`measure`] touches no memory, so a host whose cores' caches are shared with another
 /// tenant (SMT siblings) can show its full FMA peak while every real kernel runs up to 2×
@@ -140,19 +142,20 @@ pub fn layer_probe(duration: Duration) -> f64 {
     }
     let mut y = Aligned::zeroed(blk16_len(Shape4::new(1, PROBE_COUT, PROBE_HW, PROBE_HW)));
     let t0 = Instant::now();
-    let mut best = f64::INFINITY;
+    let mut times = Vec::new();
     // One warm-up run (packing, caches), then timed runs until `duration` has passed.
     for run in 0.. {
         let t = Instant::now();
         conv.run(x.as_slice(), xs, y.as_mut_slice(), None, true);
         if run > 0 {
-            best = best.min(t.elapsed().as_secs_f64());
+            times.push(t.elapsed().as_secs_f64());
         }
         if run > 0 && t0.elapsed() >= duration {
             break;
         }
     }
-    PROBE_FLOP / best / 1e9
+    times.sort_by(f64::total_cmp);
+    PROBE_FLOP / times[times.len() / 2] / 1e9
 }
 
 #[cfg(test)]
