@@ -160,7 +160,6 @@ for (const threads of THREADS) {
   for (const arch of ARCHS) sessions[arch] = await ortSession(models[arch].onnxBytes, threads)
 
   for (const batch of BATCHES) {
-    native.setNumThreads(threads)
     probes[threads].push(probe())
     log(`${threads} thread(s): layer probe ${probes[threads].at(-1).toFixed(0)} GFLOP/s`)
     const shape = [batch, 3, SIZE, SIZE]
@@ -206,7 +205,6 @@ for (const threads of THREADS) {
     }
   }
   for (const s of Object.values(sessions)) await s.release()
-  native.setNumThreads(threads)
   probes[threads].push(probe())
   log(`${threads} thread(s): layer probe after the timings ${probes[threads].at(-1).toFixed(0)} GFLOP/s`)
 }
