@@ -232,6 +232,17 @@ for (const { name: backend, SEResNet: Model } of backends) {
     t.throws(() => Model.create({ ...ARCHS.seresnet18, inChans: 1 as 3 }), { instanceOf: RangeError, message: /inChans/ })
     t.throws(() => Model.create('seresnet18', { numClasses: 0 }), { instanceOf: RangeError, message: /opts.numClasses must be a positive integer, got 0/ })
     t.throws(() => Model.create('seresnet18', { seed: 1.5 }), { instanceOf: RangeError, message: /opts.seed/ })
+    // A misspelt option is refused, not ignored; opts must be a plain object.
+    t.throws(() => Model.create('seresnet18', { sed: 1 } as unknown as { seed: number }), {
+      instanceOf: TypeError,
+      message: /^SEResNet\.create: opts\.sed is not an option \(known: numClasses, seed\)$/,
+    })
+    t.throws(() => Model.create('seresnet18', [] as unknown as { seed: number }), { instanceOf: TypeError, message: /SEResNet\.create: opts must be an object, got an array/ })
+    t.throws(() => Model.create('seresnet18', null as unknown as { seed: number }), { instanceOf: TypeError, message: /opts must be an object, got null/ })
+    await t.throwsAsync(() => Model.fromSafetensors(BASIC.config, basicPath, { seed: 1 } as unknown as { numClasses: number }), {
+      instanceOf: TypeError,
+      message: /^SEResNet\.fromSafetensors: opts\.seed is not an option \(known: numClasses\)$/,
+    })
     await t.throwsAsync(() => Model.fromSafetensors(BASIC.config, 42 as unknown as string), { instanceOf: TypeError, message: /source must be a file path/ })
 
     // A legacy_ file given to the timm layout: every name differs.

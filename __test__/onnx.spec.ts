@@ -284,6 +284,64 @@ withOrt('toOnnx: inputSize fixes the input height and width', async (t, ort) => 
   m.dispose()
 })
 
+withOrt('toOnnx: batchSize fixes the batch of the input and the logits', async (t, ort) => {
+  const m = Model.create('legacy_seresnet18', { seed: 3, numClasses: 5 })
+  const bytes = m.toOnnx({ inputSize: [40, 48], batchSize: 2 })
+  const g = onnx.ModelProto.decode(bytes).graph as onnx.GraphProto
+  t.deepEqual(dims(g.input[0]), [2, 3, 40, 48])
+  t.deepEqual(dims(g.output[0]), [2, 5])
+  t.deepEqual(dims(onnx.ModelProto.decode(m.toOnnx({ batchSize: 1 })).graph!.input[0]), [1, 3, 'H', 'W'])
+  const shape: [number, number, number, number] = [2, 3, 40, 48]
+  const x = makeInput(shape, 8)
+  const d = maxAbsDiff(await runOrt(ort, bytes, x, shape), m.forwardSync(x, shape))
+  t.true(d <= TOL, `max |Δlogit| ${d}`)
+  // The same weights and nodes as the symbolic-batch graph: only the two batch dims differ.
+  const sym = onnx.ModelProto.decode(m.toOnnx({ inputSize: [40, 48] })).graph as onnx.GraphProto
+  t.is(g.node.length, sym.node.length)
+  t.is(g.initializer.length, sym.initializer.length)
+  // onnxruntime refuses another batch for the fixed graph.
+  const other = [1, 3, 40, 48]
+  await t.throwsAsync(runOrt(ort, bytes, makeInput(other, 1), other))
+  m.dispose()
+})
+
+test('toOnnx: bad batchSize, names and unknown options are TypeError / RangeError naming them, before any file is written', async (t) => {
+  const m = Model.create('legacy_seresnet18', { seed: 1, numClasses: 4 })
+  const bad: [unknown, ErrorConstructor, RegExp][] = [
+    [{ batchSize: 0 }, RangeError, /SEResNet\.toOnnx: opts\.batchSize must be a positive integer, got 0/],
+    [{ batchSize: 2.5 }, RangeError, /opts\.batchSize must be a positive integer, got 2\.5/],
+    [{ batchSize: -1 }, RangeError, /opts\.batchSize must be a positive integer, got -1/],
+    [{ batchSize: 2 ** 53 }, RangeError, /opts\.batchSize must be a positive integer/],
+    [{ batchSize: '8' }, TypeError, /opts\.batchSize must be a number, got "8"/],
+    [{ graphName: 5 }, TypeError, /opts\.graphName must be a string, got 5/],
+    [{ docString: null }, TypeError, /opts\.docString must be a string, got null/],
+    [{ producerVersion: ['1'] }, TypeError, /opts\.producerVersion must be a string, got an array/],
+    [{ batchsize: 8 }, TypeError, /opts\.batchsize is not an export option \(known: graphName, docString, producerVersion, inputSize, batchSize\)/],
+    [[], TypeError, /SEResNet\.toOnnx: opts must be an object or undefined, got an array/],
+    [null, TypeError, /opts must be an object or undefined, got null/],
+    [7, TypeError, /opts must be an object or undefined, got number/],
+  ]
+  const dir = mkdtempSync(join(tmpdir(), 'senet-onnx-'))
+  try {
+    const out = join(dir, 'm.onnx')
+    for (const [opts, E, message] of bad) {
+      const o = opts as Parameters<typeof m.toOnnx>[0]
+      const e = t.throws(() => m.toOnnx(o), { message })
+      t.true(e instanceof E, `${JSON.stringify(opts)}: ${e?.constructor.name}`)
+      await t.throwsAsync(m.toOnnxFile(out, o), { message: new RegExp(message.source.replace('toOnnx', 'toOnnxFile')) })
+      t.throws(() => readFileSync(out), { code: 'ENOENT' }, 'no file written')
+    }
+    // The program-level exporter checks them too.
+    const program = buildProgram(resolveConfig({ ...(fixtures[0].config as SEResNetConfig) }), randomParams(resolveConfig(fixtures[0].config as SEResNetConfig), 1))
+    t.throws(() => programToOnnx(program, { batchSize: 0 }), { instanceOf: RangeError, message: /^onnx export: opts\.batchSize must be a positive integer, got 0$/ })
+    t.throws(() => programToOnnx(program, { batch: 1 } as unknown as { batchSize: number }), { instanceOf: TypeError, message: /^onnx export: opts\.batch is not an export option/ })
+    t.notThrows(() => m.toOnnx({ batchSize: 1, graphName: 'g', docString: '', producerVersion: '1' }))
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+    m.dispose()
+  }
+})
+
 test('toOnnx: a bad inputSize is a TypeError / RangeError naming it, before any file is written', async (t) => {
   // Cadene's architectures need at least 3×3 inputs (ceil-mode pooling without padding).
   const m = Model.create('legacy_seresnet18', { seed: 1, numClasses: 4 })

@@ -1,6 +1,7 @@
 // Whole-model benchmark: senet (native) vs onnxruntime-node vs senet's pure-JS backend,
 // on the same weights (seresnet50 and resnet50, deterministic random weights, exported
-// to ONNX by `model.toOnnx({ inputSize: [224, 224] })`), 224×224, batch 1 and 8, 1 and 2 threads.
+// to ONNX by `model.toOnnx({ inputSize: [224, 224], batchSize })`, one graph per batch size),
+// 224×224, batch 1 and 8, 1 and 2 threads.
 //
 //   node bench/model.mjs [--quick] [--no-js] [--threads 1,2] [--batches 1,8] [--chart PATH]
 //
@@ -117,12 +118,13 @@ for (const arch of ARCHS) {
   // The program only to count MACs (the same one create() compiles), then dropped.
   const macsPerImage = countMacs(buildProgram(config, randomParams(config, SEED), { inPlace: true }), [1, 3, SIZE, SIZE])
   const model = native.SEResNet.create(arch, { seed: SEED })
-  // Height and width fixed at the benchmarked size (the batch stays symbolic): onnxruntime
-  // runs a fixed-size graph 1–7% faster than one with symbolic H, W (resnet50 the most).
-  const onnxBytes = model.toOnnx({ inputSize: [SIZE, SIZE] })
+  // Every dimension fixed (one graph per batch size): onnxruntime runs a graph with fixed
+  // H, W 1–7% faster than one with symbolic H, W (resnet50 the most), and a fixed batch
+  // lets it plan every buffer for that batch; the baseline gets its best graph.
+  const onnxBytes = Object.fromEntries(BATCHES.map((b) => [b, model.toOnnx({ inputSize: [SIZE, SIZE], batchSize: b })]))
   const jsModel = withJs ? js.SEResNet.create(arch, { seed: SEED }) : null
   models[arch] = { model, onnxBytes, jsModel, macsPerImage, numParams: model.numParams }
-  log(`  ${arch}: ${(macsPerImage / 1e9).toFixed(3)} GMAC/image, ${model.numParams} params, ONNX ${(onnxBytes.length / 2 ** 20).toFixed(1)} MiB`)
+  log(`  ${arch}: ${(macsPerImage / 1e9).toFixed(3)} GMAC/image, ${model.numParams} params, ONNX ${(onnxBytes[BATCHES[0]].length / 2 ** 20).toFixed(1)} MiB per batch size`)
 }
 
 async function ortSession(bytes, threads) {
@@ -156,10 +158,9 @@ for (const threads of THREADS) {
   probes[threads] = []
   log(`${threads} thread(s): peak FMA ${peakRuns.map((p) => p.toFixed(0)).join(' / ')} GFLOP/s (${native.simdLevel()})`)
 
-  const sessions = {}
-  for (const arch of ARCHS) sessions[arch] = await ortSession(models[arch].onnxBytes, threads)
-
   for (const batch of BATCHES) {
+    const sessions = {}
+    for (const arch of ARCHS) sessions[arch] = await ortSession(models[arch].onnxBytes[batch], threads)
     probes[threads].push(probe())
     log(`${threads} thread(s): layer probe ${probes[threads].at(-1).toFixed(0)} GFLOP/s`)
     const shape = [batch, 3, SIZE, SIZE]
@@ -203,8 +204,8 @@ for (const threads of THREADS) {
         fractionOfPeak: null, // below, once every thread count's peak is known
       })
     }
+    for (const s of Object.values(sessions)) await s.release()
   }
-  for (const s of Object.values(sessions)) await s.release()
   probes[threads].push(probe())
   log(`${threads} thread(s): layer probe after the timings ${probes[threads].at(-1).toFixed(0)} GFLOP/s`)
 }

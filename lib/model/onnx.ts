@@ -53,6 +53,56 @@ export interface OnnxExportOptions {
    * `bench:model` so that the baseline runs its best graph.
    */
   inputSize?: readonly [height: number, width: number]
+  /**
+   * Fixes the batch (the first dimension of the input and of the logits), e.g. `1`,
+   * instead of leaving it symbolic (`N`): for engines that want static shapes, and
+   * so that onnxruntime can plan every buffer for that batch. The graph then accepts
+   * only that batch. `bench:model` exports one graph per batch size it times.
+   */
+  batchSize?: number
+}
+
+/** The keys of {@link OnnxExportOptions}. */
+export const ONNX_EXPORT_OPTIONS = ['graphName', 'docString', 'producerVersion', 'inputSize', 'batchSize'] as const
+
+/**
+ * Every export option checked (before anything is encoded or written): `opts` an object
+ * or undefined, no unknown key, strings where strings are expected, `inputSize` per
+ * {@link checkInputSize}, `batchSize` a positive safe integer. `who` prefixes errors.
+ * @throws TypeError / RangeError naming the option, with what was expected and given.
+ */
+export function checkOnnxOptions(opts: unknown, who = 'onnx export'): OnnxExportOptions {
+  if (opts === undefined) return {}
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts) || ArrayBuffer.isView(opts)) {
+    throw new TypeError(`${who}: opts must be an object or undefined, got ${opts === null ? 'null' : Array.isArray(opts) ? 'an array' : typeof opts}`)
+  }
+  const o = opts as Record<string, unknown>
+  for (const key of Object.keys(o)) {
+    if (!(ONNX_EXPORT_OPTIONS as readonly string[]).includes(key)) {
+      throw new TypeError(`${who}: opts.${key} is not an export option (known: ${ONNX_EXPORT_OPTIONS.join(', ')})`)
+    }
+  }
+  for (const key of ['graphName', 'docString', 'producerVersion'] as const) {
+    if (o[key] !== undefined && typeof o[key] !== 'string') {
+      throw new TypeError(`${who}: opts.${key} must be a string, got ${describeValue(o[key])}`)
+    }
+  }
+  checkInputSize(o.inputSize, who)
+  checkBatchSize(o.batchSize, who)
+  return o as OnnxExportOptions
+}
+
+function describeValue(v: unknown): string {
+  if (typeof v === 'string' || typeof v === 'number') return JSON.stringify(v) ?? String(v)
+  return v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v
+}
+
+/** `opts.batchSize` checked: undefined, or a positive safe integer; `who` prefixes errors. */
+export function checkBatchSize(v: unknown, who = 'onnx export'): number | undefined {
+  if (v === undefined) return undefined
+  if (typeof v !== 'number') throw new TypeError(`${who}: opts.batchSize must be a number, got ${describeValue(v)}`)
+  if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`${who}: opts.batchSize must be a positive integer, got ${v}`)
+  return v
 }
 
 /** `opts.inputSize` checked: undefined, or two positive safe integers; `who` prefixes errors. */
@@ -343,6 +393,7 @@ export interface OnnxEncoding {
 export function encodeOnnx(program: Program, opts: OnnxExportOptions = {}): OnnxEncoding {
   const INPUT = 'input'
   const OUTPUT = 'logits'
+  checkOnnxOptions(opts)
   const { ops } = program
   const last = ops[ops.length - 1]
   if (!last || last.op !== 'linear' || last.y !== program.output) {
@@ -356,8 +407,9 @@ export function encodeOnnx(program: Program, opts: OnnxExportOptions = {}): Onnx
   graph.string(GraphF.name, opts.graphName ?? 'senet')
   for (const t of g.initializers) graph.message(GraphF.initializer, t)
   const size = checkInputSize(opts.inputSize)
-  graph.message(GraphF.input, valueInfo(INPUT, ['N', program.inChannels, size?.[0] ?? 'H', size?.[1] ?? 'W']))
-  graph.message(GraphF.output, valueInfo(OUTPUT, ['N', program.numClasses]))
+  const batch = checkBatchSize(opts.batchSize) ?? 'N'
+  graph.message(GraphF.input, valueInfo(INPUT, [batch, program.inChannels, size?.[0] ?? 'H', size?.[1] ?? 'W']))
+  graph.message(GraphF.output, valueInfo(OUTPUT, [batch, program.numClasses]))
 
   const model = new ProtoWriter()
     .int(ModelF.irVersion, ONNX_IR_VERSION)

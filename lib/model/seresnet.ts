@@ -22,7 +22,7 @@ import { readFileSync, statSync } from 'fs'
 import { resolve as resolvePath } from 'path'
 import { type Arch, type ResolvedConfig, type SEResNetConfig, isArch, resolveConfig } from './config'
 import { buildProgram, countParams, minInputSize, randomParams } from './build'
-import { type OnnxExportOptions, checkInputSize, programToOnnx, programToOnnxFile } from './onnx'
+import { type OnnxExportOptions, checkInputSize, checkOnnxOptions, programToOnnx, programToOnnxFile } from './onnx'
 import type { CompiledModel, ModelBackend, Program } from './program'
 import { parseSafetensors, readSafetensors, type SafetensorsFile } from './safetensors'
 import { matchWeights } from './weights'
@@ -74,9 +74,15 @@ function checkNumClasses(v: unknown, where: string): number | undefined {
   return v
 }
 
-function checkOpts(opts: unknown, where: string): Record<string, unknown> {
+/** `opts` an object (or undefined) with no key outside `known`: a misspelt option would otherwise be ignored. */
+function checkOpts(opts: unknown, where: string, known: readonly string[]): Record<string, unknown> {
   if (opts === undefined) return {}
-  if (opts === null || typeof opts !== 'object') throw new TypeError(`${where}: opts must be an object, got ${opts === null ? 'null' : typeof opts}`)
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) {
+    throw new TypeError(`${where}: opts must be an object, got ${opts === null ? 'null' : Array.isArray(opts) ? 'an array' : typeof opts}`)
+  }
+  for (const key of Object.keys(opts)) {
+    if (!known.includes(key)) throw new TypeError(`${where}: opts.${key} is not an option (known: ${known.join(', ')})`)
+  }
   return opts as Record<string, unknown>
 }
 
@@ -182,7 +188,7 @@ export class SEResNet {
    */
   static create(arch: Arch | SEResNetConfig, opts?: SEResNetCreateOptions): SEResNet {
     const backend = this.requireBackend('SEResNet.create')
-    const o = checkOpts(opts, 'SEResNet.create')
+    const o = checkOpts(opts, 'SEResNet.create', ['numClasses', 'seed'])
     const base = resolveConfig(arch)
     const numClasses = checkNumClasses(o.numClasses, 'SEResNet.create') ?? base.numClasses
     const seed = o.seed ?? 0
@@ -208,7 +214,7 @@ export class SEResNet {
    */
   static async fromSafetensors(arch: Arch | SEResNetConfig, source: string | Uint8Array, opts?: SEResNetLoadOptions): Promise<SEResNet> {
     const backend = this.requireBackend('SEResNet.fromSafetensors')
-    const o = checkOpts(opts, 'SEResNet.fromSafetensors')
+    const o = checkOpts(opts, 'SEResNet.fromSafetensors', ['numClasses'])
     const base = resolveConfig(arch)
     const numClasses = checkNumClasses(o.numClasses, 'SEResNet.fromSafetensors')
     let origin: WeightsOrigin
@@ -294,7 +300,8 @@ export class SEResNet {
 
   /**
    * The model as an ONNX file's bytes (opset 13; input `input` [N, C, H, W] with symbolic
-   * N, H, W, or fixed H, W with `opts.inputSize`; output `logits` [N, numClasses];
+   * N, H, W, or fixed H, W with `opts.inputSize` and fixed N with `opts.batchSize`;
+   * output `logits` [N, numClasses];
    * BatchNorm folded), e.g. to run the same weights in onnxruntime. See
    * `lib/model/onnx.ts` for the graph.
    *
@@ -306,7 +313,8 @@ export class SEResNet {
    * {@link toOnnxFile} to avoid the result buffer.
    * @throws Error after {@link dispose}, or when the weights' file changed or is gone;
    *   TypeError / RangeError for an `opts.inputSize` that is not [height, width] of
-   *   positive integers at least {@link minInputSize}.
+   *   positive integers at least {@link minInputSize}, a `batchSize` that is not a
+   *   positive integer, a non-string name, or an unknown option.
    */
   toOnnx(opts?: OnnxExportOptions): Uint8Array {
     const o = this.onnxOptions(opts, 'toOnnx')
@@ -330,7 +338,7 @@ export class SEResNet {
 
   /** The export options, checked before any weight is rebuilt or file opened. */
   private onnxOptions(opts: OnnxExportOptions | undefined, where: string): OnnxExportOptions {
-    const o = checkOpts(opts, `SEResNet.${where}`) as OnnxExportOptions
+    const o = checkOnnxOptions(opts, `SEResNet.${where}`)
     const size = checkInputSize(o.inputSize, `SEResNet.${where}`)
     const min = this.state(where).minSize
     if (size && (size[0] < min || size[1] < min)) {
