@@ -2,35 +2,42 @@
 //! that model benchmarks report their GFLOP/s against ("fraction of peak").
 //!
 //! Every pool thread runs a register-only loop of independent `mul_add` chains at the
-//! current SIMD level. An FMA has a latency of ~4 cycles and (on AVX-512 server cores)
-//! two issue ports, so at least 2 × 4 = 8 independent chains are needed to keep both
-//! ports busy; [`CHAINS`] = 16 leaves a margin for cores with longer latency and still
-//! fits the 16 (AVX2) / 32 (AVX-512) vector registers. Nothing touches memory, so the
-//! number is the arithmetic ceiling, not what any real kernel can reach (a tuned GEMM
-//! gets 60–75 % of it).
+//! current SIMD level. An FMA has a latency of ~4 cycles and (on AVX-512 server cores and
+//! on AMD Zen) two issue ports, so at least 2 × 4 = 8 independent chains are needed to
+//! keep both ports busy. The chains and the loop's two constants must all stay in
+//! registers: 16 chains with AVX-512's 32 registers, 12 with AVX2's 16 (16 chains there
+//! spill to the stack, and the loop measured 55 instead of ~100 GFLOP/s on a Zen 3 core;
+//! see [`chains`]). Nothing touches memory, so the number is the arithmetic ceiling, not
+//! what any real kernel can reach (a tuned GEMM gets 60–80 % of it).
 
 use crate::pool;
 use crate::simd::{self, SimdLevel};
 use crate::vec::{simd_dispatch, Vf32};
 use std::time::{Duration, Instant};
 
-/// Independent accumulator chains per thread (see the module docs for why 16).
-pub const CHAINS: usize = 16;
+/// Independent accumulator chains per thread at `level` (see the module docs): as many
+/// as fit the vector registers beside the loop's two constants.
+pub fn chains(level: SimdLevel) -> usize {
+    match level {
+        SimdLevel::Avx512 => 16,
+        _ => 12,
+    }
+}
 
 /// Loop iterations between two clock reads: 4096 × 16 FMAs ≈ 10 µs on one core,
 /// long enough that `Instant::now` costs nothing, short enough to stop on time.
 const ITERS_PER_CHECK: usize = 4096;
 
-/// `acc ← acc·a + b` on [`CHAINS`] independent vectors, `iters` times; returns a lane sum
+/// `acc ← acc·a + b` on `N` independent vectors, `iters` times; returns a lane sum
 /// so the work cannot be optimised away. With `a` just below 1 the values converge to
 /// `b / (1 − a)` and never overflow or become denormal, whatever `iters` is.
 ///
 /// # Safety
 /// `V`'s instructions must be supported by the running CPU (guaranteed by `simd_dispatch!`).
 #[inline(always)]
-unsafe fn fma_chains<V: Vf32>(seed: f32, a: f32, b: f32, iters: usize) -> f32 {
+unsafe fn fma_chains_n<V: Vf32, const N: usize>(seed: f32, a: f32, b: f32, iters: usize) -> f32 {
     let (va, vb) = (V::splat(a), V::splat(b));
-    let mut acc = [V::splat(seed); CHAINS];
+    let mut acc = [V::splat(seed); N];
     for (i, x) in acc.iter_mut().enumerate() {
         *x = V::splat(seed + i as f32 * 1e-3);
     }
@@ -48,6 +55,18 @@ unsafe fn fma_chains<V: Vf32>(seed: f32, a: f32, b: f32, iters: usize) -> f32 {
     s.reduce_add()
 }
 
+/// [`fma_chains_n`] with [`chains`]`(level)` chains: 16 for the 512-bit vectors, 12
+/// for the others (the scalar and NEON loops have registers to spare; 12 chains are
+/// still more than their FMA latency × ports).
+#[inline(always)]
+unsafe fn fma_chains<V: Vf32>(seed: f32, a: f32, b: f32, iters: usize) -> f32 {
+    if V::LANES == 16 {
+        fma_chains_n::<V, 16>(seed, a, b, iters)
+    } else {
+        fma_chains_n::<V, 12>(seed, a, b, iters)
+    }
+}
+
 simd_dispatch!(
     /// [`fma_chains`] at `level`.
     fn fma_chains_at(seed: f32, a: f32, b: f32, iters: usize) -> f32 => fma_chains
@@ -61,7 +80,7 @@ fn flops_per_iter(level: SimdLevel) -> f64 {
         SimdLevel::Neon => 4,
         SimdLevel::Scalar => 1,
     };
-    (2 * CHAINS * lanes) as f64
+    (2 * chains(level) * lanes) as f64
 }
 
 /// One thread's run: FMA loop until `duration` has passed; returns its GFLOP/s.
@@ -168,9 +187,9 @@ mod tests {
         simd::for_each_level(|l| {
             let (seed, a, b, n) = (0.5f32, 0.999f32, 1e-3f32, 5000usize);
             let got = fma_chains_at(l, seed, a, b, n) as f64;
-            let lanes = (flops_per_iter(l) / (2 * CHAINS) as f64) as usize;
+            let lanes = (flops_per_iter(l) / (2 * chains(l)) as f64) as usize;
             let mut want = 0.0f64;
-            for i in 0..CHAINS {
+            for i in 0..chains(l) {
                 let mut x = (seed + i as f32 * 1e-3) as f64;
                 for _ in 0..n {
                     x = x * a as f64 + b as f64;

@@ -147,7 +147,7 @@ mod x86 {
 
     /// AVX2 + FMA, 8 lanes.
     #[derive(Clone, Copy)]
-    pub(crate) struct Avx2(__m256);
+    pub(crate) struct Avx2(pub(crate) __m256);
 
     impl Vf32 for Avx2 {
         const LANES: usize = 8;

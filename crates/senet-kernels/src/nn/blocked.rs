@@ -30,7 +30,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, OnceLock, RwLock};
 
 #[path = "blocked_kernel.rs"]
-mod kernel;
+pub(super) mod kernel;
 #[path = "blocked_ops.rs"]
 mod ops;
 

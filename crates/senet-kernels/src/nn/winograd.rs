@@ -205,6 +205,48 @@ unsafe fn gemm_avx2<const RW: usize, const NV: usize>(g: &Gemm) {
     gemm_k::<crate::vec::Avx2, RW, NV>(g)
 }
 
+/// Defines `$name<WS>`: [`gemm_k`]`::<Avx2, $n, 2>` with each input block's 16 steps
+/// in inline assembly (`$step`, from `blocked_kernel.rs`: the same FMAs in the same
+/// order, so bitwise the same M) for a weight row of `WS` floats (`u_ci`: 16, or 32 for
+/// one block of a two-block group).
+///
+/// Safety of the generated function: as [`GemmFn`], with `g.u_ci == WS`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! gemm_avx2_asm {
+    ($name:ident, $n:literal, $step:ident) => {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $name<const WS: usize>(g: &Gemm) {
+            use core::arch::x86_64::{__m256, _mm256_setzero_ps, _mm256_storeu_ps, _mm_prefetch, _MM_HINT_T0};
+            debug_assert_eq!(g.u_ci, WS);
+            let mut a: [__m256; 2 * $n] = [_mm256_setzero_ps(); 2 * $n];
+            for cb in 0..g.ncb {
+                let vb = g.v.add(cb * g.v_cb);
+                let ub = g.u.add(cb * 16 * WS);
+                // The next block's weights, only inside this call's (as `gemm_k`).
+                if g.pf && cb + 1 < g.ncb {
+                    for ci in 0..16 {
+                        _mm_prefetch::<_MM_HINT_T0>(ub.add(16 * WS + ci * WS) as *const i8);
+                    }
+                }
+                // SAFETY: V holds ≥ $n tiles × 16 channels at vb (tile stride 16) and U 16
+                // rows of WS ≥ 16 weights at ub (see `Gemm`).
+                super::blocked::kernel::$step::<16, WS>(vb, ub, &mut a);
+            }
+            for p in 0..$n {
+                for j in 0..2 {
+                    _mm256_storeu_ps(g.m.add(p * 16 + j * 8), a[2 * p + j]);
+                }
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+gemm_avx2_asm!(gemm_avx2_asm6, 6, avx2_step16_6);
+#[cfg(target_arch = "x86_64")]
+gemm_avx2_asm!(gemm_avx2_asm5, 5, avx2_step16_5);
+#[cfg(target_arch = "x86_64")]
+gemm_avx2_asm!(gemm_avx2_asm4, 4, avx2_step16_4);
+
 unsafe fn gemm_scalar<const RW: usize, const NV: usize>(g: &Gemm) {
     gemm_k::<f32, RW, NV>(g)
 }
@@ -223,19 +265,25 @@ static AVX512_K1: &[GemmFn] = gtable!(
     1,
     [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]
 );
-/// AVX2: 1 block = 2 ymm × ≤ 6 tiles.
+/// AVX2: 1 block = 2 ymm × ≤ 6 tiles, the 4–6-tile kernels in assembly, per weight row.
 #[cfg(target_arch = "x86_64")]
-static AVX2_K1: &[GemmFn] = gtable!(gemm_avx2, 2, [1, 2, 3, 4, 5, 6]);
+static AVX2_K1_16: &[GemmFn] =
+    &[gemm_avx2::<1, 2>, gemm_avx2::<2, 2>, gemm_avx2::<3, 2>, gemm_avx2_asm4::<16>, gemm_avx2_asm5::<16>, gemm_avx2_asm6::<16>];
+#[cfg(target_arch = "x86_64")]
+static AVX2_K1_32: &[GemmFn] =
+    &[gemm_avx2::<1, 2>, gemm_avx2::<2, 2>, gemm_avx2::<3, 2>, gemm_avx2_asm4::<32>, gemm_avx2_asm5::<32>, gemm_avx2_asm6::<32>];
 static SCALAR_K1: &[GemmFn] = gtable!(gemm_scalar, 16, [1, 2, 3, 4]);
 
-/// (kernels for 2-block groups (empty: none), kernels for 1 block), indexed by tiles − 1.
-fn gemm_tables(level: SimdLevel) -> (&'static [GemmFn], &'static [GemmFn]) {
+/// (kernels for 2-block groups (empty: none), kernels for 1 block with a weight row of
+/// 16 floats, the same with a row of 32 (a 2-block group's blocks run one by one)),
+/// indexed by tiles − 1.
+fn gemm_tables(level: SimdLevel) -> (&'static [GemmFn], &'static [GemmFn], &'static [GemmFn]) {
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => (AVX512_K2, AVX512_K1),
+        SimdLevel::Avx512 => (AVX512_K2, AVX512_K1, AVX512_K1),
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => (&[], AVX2_K1),
-        _ => (&[], SCALAR_K1),
+        SimdLevel::Avx2 => (&[], AVX2_K1_16, AVX2_K1_32),
+        _ => (&[], SCALAR_K1, SCALAR_K1),
     }
 }
 
@@ -310,6 +358,9 @@ struct Ctx<'a> {
     xi_outer: bool,
     k2: &'static [GemmFn],
     k1: &'static [GemmFn],
+    /// The one-block kernels for a weight row of 32 floats (two-block groups split into
+    /// one-block calls), where the level has its own for that row (else `k1`).
+    k1_32: &'static [GemmFn],
 }
 
 // SAFETY: the pointers are only read (x, res, u, bias) or written at outputs owned by
@@ -426,7 +477,13 @@ unsafe fn gemm_group<V: Vf32, const A: usize>(st: &Step, gi: usize, xi: usize, m
     let nb = c.groups[gi].1;
     let ub = c.u.add(c.uoff[gi]);
     let two = nb == 2 && !c.k2.is_empty();
-    let table = if two { c.k2 } else { c.k1 };
+    let table = if two {
+        c.k2
+    } else if nb == 2 {
+        c.k1_32
+    } else {
+        c.k1
+    };
     let chunks = nt.div_ceil(table.len());
     let (base, extra) = (nt / chunks, nt % chunks);
     let vx = vp.add(xi * v_xi) as *const f32;
@@ -768,7 +825,7 @@ impl ConvWino {
         let (t, nblk, nsplit) = self.plan(g, threads, xi_outer);
         let ng = self.groups.len();
         let splits: Vec<(usize, usize)> = (0..nsplit).map(|s| (s * ng / nsplit, (s + 1) * ng / nsplit)).collect();
-        let (k2, k1) = gemm_tables(level);
+        let (k2, k1, k1_32) = gemm_tables(level);
         let cb = blocks(self.cin);
         let ctx = Ctx {
             x: x.as_ptr(),
@@ -792,6 +849,7 @@ impl ConvWino {
             xi_outer,
             k2,
             k1,
+            k1_32,
         };
         let f = task_fn(level, self.tile);
         // V, then M of one group (group-outer) or of a split's groups (ξ-outer).
@@ -814,5 +872,47 @@ impl ConvWino {
             // tiles and its groups' blocks, which no other task writes.
             with_scratch(&SCRATCH, need, |scr| unsafe { f(&ctx, blk, s, scr) });
         });
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod asm_tests {
+    use super::*;
+
+    /// The AVX2 assembly GEMMs compute bitwise what `gemm_k` does, for both weight rows.
+    #[test]
+    fn avx2_assembly_gemms_match_the_generic_kernel_bitwise() {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            eprintln!("skipped: no AVX2/FMA on this CPU");
+            return;
+        }
+        let data = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len).map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) * 1e-3).collect()
+        };
+        let (ncb, v_cb) = (5, 6 * 16 + 32);
+        let v = data(ncb * v_cb, 1);
+        let u = data(ncb * 16 * 32, 2);
+        type Case = (usize, usize, GemmFn, GemmFn);
+        let cases: [Case; 6] = [
+            (16, 4, gemm_avx2::<4, 2>, gemm_avx2_asm4::<16>),
+            (16, 5, gemm_avx2::<5, 2>, gemm_avx2_asm5::<16>),
+            (16, 6, gemm_avx2::<6, 2>, gemm_avx2_asm6::<16>),
+            (32, 4, gemm_avx2::<4, 2>, gemm_avx2_asm4::<32>),
+            (32, 5, gemm_avx2::<5, 2>, gemm_avx2_asm5::<32>),
+            (32, 6, gemm_avx2::<6, 2>, gemm_avx2_asm6::<32>),
+        ];
+        for (ws, n, generic, asm) in cases {
+            for pf in [false, true] {
+                let mut out = [vec![0.0f32; n * 16], vec![0.0f32; n * 16]];
+                for (f, m) in [generic, asm].into_iter().zip(out.iter_mut()) {
+                    let g = Gemm { v: v.as_ptr(), u: u.as_ptr(), m: m.as_mut_ptr(), ncb, v_cb, u_ci: ws, m_ob: 0, pf };
+                    // SAFETY: V has ncb blocks of ≥ 6 tiles × 16, U ncb × 16 rows of 32, M n × 16.
+                    unsafe { f(&g) };
+                }
+                let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&out[0]), bits(&out[1]), "row {ws}, {n} tiles, pf {pf}");
+                assert!(out[0].iter().any(|&x| x != 0.0));
+            }
+        }
     }
 }
