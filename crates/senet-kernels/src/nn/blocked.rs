@@ -188,6 +188,46 @@ struct Tunables {
     rows2: bool,
 }
 
+/// Parses a Linux sysfs cache size ("512K", "2048K", "32M", "1024").
+fn parse_cache_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (num, mult) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 1 << 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 1 << 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<usize>().ok().filter(|&n| n > 0).and_then(|n| n.checked_mul(mult))
+}
+
+/// The per-core L2 size in bytes: `SENET_L2_BYTES` if set (tuning and tests), else
+/// Linux's sysfs entry for cpu0's level-2 cache, else 1 MiB.
+fn l2_bytes() -> usize {
+    static L2: OnceLock<usize> = OnceLock::new();
+    *L2.get_or_init(|| {
+        if let Some(b) = std::env::var("SENET_L2_BYTES").ok().and_then(|v| parse_cache_size(&v)) {
+            return b;
+        }
+        (0..8)
+            .find_map(|i| {
+                let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+                let level = std::fs::read_to_string(format!("{dir}/level")).ok()?;
+                if level.trim() != "2" {
+                    return None;
+                }
+                parse_cache_size(&std::fs::read_to_string(format!("{dir}/size")).ok()?)
+            })
+            .unwrap_or(1 << 20)
+    })
+}
+
+/// A core's L2 in floats, which [`ConvBlk::exec_view`]'s loop-order rules count as
+/// staying in L2: 256 Ki (1 MiB) on the Xeon those rules were measured on, 128 Ki on a
+/// Zen 3 core (512 KiB).
+fn l2_budget_floats() -> usize {
+    (l2_bytes() / std::mem::size_of::<f32>()).max(1 << 14)
+}
+
 fn tunables() -> &'static Tunables {
     static T: OnceLock<Tunables> = OnceLock::new();
     T.get_or_init(|| Tunables {
@@ -740,25 +780,26 @@ impl ConvBlk {
         let ng = groups.len();
         let threads = crate::pool::threads_here();
         // Loop order. Output-block groups share the input, images share the weights:
-        // - tile-outer when the weights stay in L2 (≤ 1 MiB) and an image's input is at
+        // - tile-outer when the weights stay in L2 (≤ a core's L2: `l2_budget_floats`,
+        //   1 MiB on the Xeon these rules were measured on) and an image's input is at
         //   least its output: per tile of pixels, every group, so the input is read
         //   from memory once and the weights from L2 (measured: 1×1 256→64 and 3×3 64
         //   at 56×56; worse for 64→256, whose many output streams then interleave);
         // - else group-outer keeps a group's weights in L2 across images but reads each
         //   image's input once per group, image-outer the reverse: pick the one that
-        //   moves fewer bytes from beyond L2 (floats; 256 Ki floats = 1 MiB of L2). The
+        //   moves fewer bytes from beyond L2 (floats). The
         //   whole batch's input counts as staying in L2 only up to half of it (the
         //   group's weights and the outputs stream through the rest): 1×1 512→2048 at
         //   7×7, batch 8 (800 KB of input) and 2048→512 at batch 2 run 5–8% faster
         //   image-outer than group-outer.
         // A thread runs consecutive tasks (rayon splits the range in halves), so the
         // outer index is what stays in its cache. Only speed depends on the order.
-        const L2_FLOATS: usize = 1 << 18;
+        let l2_floats = l2_budget_floats();
         let (x_all, w_all) = (xs.n * v.img, wpack.len());
         let y_img = cob * oh * ow * BLK;
-        let tile_outer = ng > 1 && w_all <= L2_FLOATS && v.img >= y_img;
-        let group_outer_cost = w_all + if x_all <= L2_FLOATS / 2 { x_all } else { ng * x_all };
-        let image_outer_cost = x_all + if w_all <= L2_FLOATS { w_all } else { xs.n * w_all };
+        let tile_outer = ng > 1 && w_all <= l2_floats && v.img >= y_img;
+        let group_outer_cost = w_all + if x_all <= l2_floats / 2 { x_all } else { ng * x_all };
+        let image_outer_cost = x_all + if w_all <= l2_floats { w_all } else { xs.n * w_all };
         let image_outer = xs.n > 1 && image_outer_cost < group_outer_cost;
         let units = if tile_outer { xs.n } else { ng * xs.n };
         let chunks = (4 * threads).div_ceil(units).clamp(1, items.max(1));
@@ -768,7 +809,7 @@ impl ConvBlk {
         // streaming the whole input once per group (the expanding 1×1 layers at batch 1
         // on 2 threads: 64→256 @56 and 128→512 @28, conv3 with its SE, 2.44 → 2.31 and
         // 2.87 → 2.73 ms per forward).
-        let chunk_outer = !tile_outer && xs.n == 1 && chunks > 1 && w_all <= L2_FLOATS;
+        let chunk_outer = !tile_outer && xs.n == 1 && chunks > 1 && w_all <= l2_floats;
         let y_ob = oh * ow * BLK;
         let yp = SyncPtr(y.as_mut_ptr());
         let rp = SyncPtr(residual.map_or(std::ptr::null(), |r| r.as_ptr()) as *mut f32);
@@ -1068,5 +1109,24 @@ unsafe fn gate_tile_k<V: Vf32>(y: *mut f32, res: *const f32, gate: *const f32, n
                 v.store(y.add(o));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_sizes_parse_as_sysfs_writes_them() {
+        assert_eq!(parse_cache_size("512K\n"), Some(512 << 10));
+        assert_eq!(parse_cache_size("2048K"), Some(2 << 20));
+        assert_eq!(parse_cache_size("32M"), Some(32 << 20));
+        assert_eq!(parse_cache_size("1024"), Some(1024));
+        for bad in ["", "K", "0K", "-1K", "12Q", "1.5M", "99999999999999999999G"] {
+            assert_eq!(parse_cache_size(bad), None, "{bad:?}");
+        }
+        // Whatever the host, the budget is a sane number of floats.
+        let b = l2_budget_floats();
+        assert!((1 << 14..=1 << 30).contains(&b), "{b}");
     }
 }
