@@ -223,19 +223,32 @@ async function concurrencyCheck() {
   const shape = [1, 3, SIZE, SIZE]
   const inputs = Array.from({ length: CONCURRENT }, (_, i) => randomF32(3 * SIZE * SIZE, 100 + i))
   await model.forward(inputs[0], shape)
-  const reps = quick ? 1 : 3
+  // Alternated (sequential first in even rounds, concurrent first in odd ones) and
+  // compared round by round, so that a noisy neighbour's phases do not favour one order:
+  // on the shared AVX2 host, 3 rounds always sequential-first gave 0.93-0.95x where 10
+  // alternated ones gave a median of 1.08x.
+  const reps = quick ? 2 : 8
   const seqMs = []
   const conMs = []
+  const ratios = []
   let identical = true
   let reference
   for (let r = 0; r < reps; r++) {
-    let t0 = performance.now()
-    const seq = []
-    for (const x of inputs) seq.push(await model.forward(x, shape))
-    seqMs.push(performance.now() - t0)
-    t0 = performance.now()
-    const con = await Promise.all(inputs.map((x) => model.forward(x, shape)))
-    conMs.push(performance.now() - t0)
+    let seq, con, tSeq, tCon
+    for (const mode of r % 2 === 0 ? ['seq', 'con'] : ['con', 'seq']) {
+      const t0 = performance.now()
+      if (mode === 'seq') {
+        seq = []
+        for (const x of inputs) seq.push(await model.forward(x, shape))
+        tSeq = performance.now() - t0
+      } else {
+        con = await Promise.all(inputs.map((x) => model.forward(x, shape)))
+        tCon = performance.now() - t0
+      }
+    }
+    seqMs.push(tSeq)
+    conMs.push(tCon)
+    ratios.push(tSeq / tCon)
     reference ??= seq
     // Results are bitwise identical whatever the scheduling (README: "Threads and SIMD").
     for (let i = 0; i < CONCURRENT; i++) {
@@ -249,7 +262,9 @@ async function concurrencyCheck() {
     sequentialMs: seq, concurrentMs: con,
     sequentialImagesPerSec: (CONCURRENT * 1000) / seq,
     concurrentImagesPerSec: (CONCURRENT * 1000) / con,
-    throughputRatio: seq / con,
+    // Median of the per-round ratios (each round times both in one stretch).
+    throughputRatio: median(ratios),
+    rounds: reps,
   }
 }
 log(`concurrency: ${CONCURRENT} concurrent forward calls...`)
