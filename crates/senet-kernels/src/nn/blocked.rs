@@ -182,10 +182,12 @@ struct Packing {
 
 /// Measurement overrides, read once from the environment: `SENET_BLK_NB=1|2|3|4` forces
 /// the output blocks per tile of dense layers, `SENET_BLK_ROWS2=0` disables two-row
-/// tiles. They change speed only, never results.
+/// tiles, `SENET_BLK_MEMCHUNKS=0` the memory-sized chunks of batch-1 layers (see
+/// `exec_view`). They change speed only, never results.
 struct Tunables {
     nb: Option<usize>,
     rows2: bool,
+    no_mem_chunks: bool,
 }
 
 /// Parses a Linux sysfs cache size ("512K", "2048K", "32M", "1024").
@@ -233,6 +235,7 @@ fn tunables() -> &'static Tunables {
     T.get_or_init(|| Tunables {
         nb: std::env::var("SENET_BLK_NB").ok().and_then(|v| v.parse().ok()),
         rows2: std::env::var("SENET_BLK_ROWS2").map_or(true, |v| v != "0"),
+        no_mem_chunks: std::env::var("SENET_BLK_MEMCHUNKS").is_ok_and(|v| v == "0"),
     })
 }
 
@@ -803,13 +806,24 @@ impl ConvBlk {
         let image_outer = xs.n > 1 && image_outer_cost < group_outer_cost;
         let units = if tile_outer { xs.n } else { ng * xs.n };
         let chunks = (4 * threads).div_ceil(units).clamp(1, items.max(1));
+        // One image whose input outgrows half of L2 and whose weights do not fit it
+        // either (group-outer would read the input from L3 once per group): chunks of
+        // at most half an L2 of input, each run through every group, streaming the
+        // weights once per chunk, when that moves fewer floats than group-outer.
+        let mem_chunks = if xs.n == 1 && !tile_outer && x_all > l2_floats / 2 && !tunables().no_mem_chunks {
+            x_all.div_ceil(l2_floats / 2).min(items.max(1))
+        } else {
+            1
+        };
+        let by_memory = mem_chunks > 1 && mem_chunks * w_all + x_all < group_outer_cost;
+        let chunks = if by_memory { chunks.max(mem_chunks) } else { chunks };
         let tasks = units * chunks;
         // One image cut into pixel chunks, weights that fit L2: chunk-major task order,
         // so each thread keeps its share of the input in L2 across all groups instead of
         // streaming the whole input once per group (the expanding 1×1 layers at batch 1
         // on 2 threads: 64→256 @56 and 128→512 @28, conv3 with its SE, 2.44 → 2.31 and
-        // 2.87 → 2.73 ms per forward).
-        let chunk_outer = !tile_outer && xs.n == 1 && chunks > 1 && w_all <= l2_floats;
+        // 2.87 → 2.73 ms per forward); or chunked by memory as above.
+        let chunk_outer = !tile_outer && xs.n == 1 && chunks > 1 && (w_all <= l2_floats || by_memory);
         let y_ob = oh * ow * BLK;
         let yp = SyncPtr(y.as_mut_ptr());
         let rp = SyncPtr(residual.map_or(std::ptr::null(), |r| r.as_ptr()) as *mut f32);
