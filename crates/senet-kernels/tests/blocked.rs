@@ -3,7 +3,7 @@
 
 use senet_kernels::nn::blocked::{
     blk16_len, global_avg_pool_blk16, max_pool2d_blk16, se_block_blk16, se_scale_blk16,
-    squeeze_blk16, ConvBlk,
+    set_l2_bytes, squeeze_blk16, ConvBlk,
 };
 use senet_kernels::nn::pool_output_size;
 use senet_kernels::se::{ScaleIo, SeWeights};
@@ -613,4 +613,48 @@ fn conv_blk_survives_level_switches() {
             });
         }
     }
+}
+
+/// The loop orders (tile-, group-, image-, chunk-outer, memory-sized chunks), chosen
+/// from the L2 size, change only speed: an L2 of 16 KiB, 512 KiB and 64 MiB drive
+/// different orders on these layers (batch 1 and 3, 1 and 2 threads) and every output
+/// bit must be the same, on every SIMD level.
+#[test]
+fn conv_blk_results_do_not_depend_on_the_loop_order() {
+    let mut rng = Rng(0x12b17);
+    let cases = [
+        (1, 256, 64, 1, 1, 0, 24, 24),
+        (1, 512, 128, 1, 1, 0, 16, 16),
+        // 16 KiB: memory-sized chunks (one-block tiles: 5 chunks × 128 Ki + 37 Ki floats
+        // moved against 128 Ki + 32 groups × 37 Ki); 512 KiB: group-outer.
+        (1, 256, 512, 1, 1, 0, 12, 12),
+        (3, 128, 96, 1, 1, 0, 10, 9),
+        (1, 64, 80, 3, 2, 1, 30, 30),
+        (2, 96, 64, 3, 1, 1, 11, 13),
+    ];
+    simd::for_each_level(|level| {
+        for &(n, cin, cout, k, stride, pad, h, w) in &cases {
+            let wt = rng.vec(cout * cin * k * k);
+            let b = rng.vec(cout);
+            let conv = ConvBlk::new(&wt, &b, cin, cout, k, k, stride, pad, 1);
+            let (oh, ow) = conv.output_hw(h, w).unwrap();
+            let xs = Shape4::new(n, cin, h, w);
+            let ys = Shape4::new(n, cout, oh, ow);
+            let xb = to_blk(&rng.vec(xs.len().unwrap()), xs);
+            let rb = to_blk(&rng.vec(ys.len().unwrap()), ys);
+            let mut outs = Vec::new();
+            for l2 in [16 << 10, 512 << 10, 64 << 20] {
+                set_l2_bytes(Some(l2));
+                outs.push(same_for_thread_counts(|| {
+                    let mut y = vec![f32::NAN; blk16_len(ys)];
+                    conv.run(&xb, xs, &mut y, Some(&rb), true);
+                    y
+                }));
+            }
+            set_l2_bytes(None);
+            for o in &outs[1..] {
+                assert_eq!(bits(&outs[0]), bits(o), "{level:?} n={n} {cin}->{cout} k={k}/{stride} {h}x{w}");
+            }
+        }
+    });
 }

@@ -202,9 +202,14 @@ fn parse_cache_size(s: &str) -> Option<usize> {
     num.parse::<usize>().ok().filter(|&n| n > 0).and_then(|n| n.checked_mul(mult))
 }
 
-/// The per-core L2 size in bytes: `SENET_L2_BYTES` if set (tuning and tests), else
-/// Linux's sysfs entry for cpu0's level-2 cache, else 1 MiB.
+/// The per-core L2 size in bytes: [`set_l2_bytes`]'s value if set, else
+/// `SENET_L2_BYTES` if set (tuning), else Linux's sysfs entry for cpu0's level-2 cache,
+/// else 1 MiB.
 fn l2_bytes() -> usize {
+    let o = L2_OVERRIDE.load(std::sync::atomic::Ordering::Relaxed);
+    if o != 0 {
+        return o;
+    }
     static L2: OnceLock<usize> = OnceLock::new();
     *L2.get_or_init(|| {
         if let Some(b) = std::env::var("SENET_L2_BYTES").ok().and_then(|v| parse_cache_size(&v)) {
@@ -221,6 +226,16 @@ fn l2_bytes() -> usize {
             })
             .unwrap_or(1 << 20)
     })
+}
+
+static L2_OVERRIDE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Overrides the L2 size the convolutions' loop-order rules assume (`None`: back to the
+/// detected one), for tests that drive every loop order on one machine. Speed only:
+/// every order computes the same bits, so calls running meanwhile stay correct.
+#[doc(hidden)]
+pub fn set_l2_bytes(bytes: Option<usize>) {
+    L2_OVERRIDE.store(bytes.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
 }
 
 /// A core's L2 in floats, which [`ConvBlk::exec_view`]'s loop-order rules count as
