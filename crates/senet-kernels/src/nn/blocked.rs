@@ -805,11 +805,10 @@ impl ConvBlk {
         //   at 56×56; worse for 64→256, whose many output streams then interleave);
         // - else group-outer keeps a group's weights in L2 across images but reads each
         //   image's input once per group, image-outer the reverse: pick the one that
-        //   moves fewer bytes from beyond L2 (floats). The
-        //   whole batch's input counts as staying in L2 only up to half of it (the
-        //   group's weights and the outputs stream through the rest): 1×1 512→2048 at
-        //   7×7, batch 8 (800 KB of input) and 2048→512 at batch 2 run 5–8% faster
-        //   image-outer than group-outer.
+        //   moves fewer bytes from beyond L2 (floats). The whole batch's input counts
+        //   as staying in L2 only up to half of it (the group's weights and the outputs
+        //   stream through the rest): 1×1 512→2048 at 7×7, batch 8 (800 KB of input)
+        //   and 2048→512 at batch 2 run 5–8% faster image-outer than group-outer.
         // A thread runs consecutive tasks (rayon splits the range in halves), so the
         // outer index is what stays in its cache. Only speed depends on the order.
         let l2_floats = l2_budget_floats();

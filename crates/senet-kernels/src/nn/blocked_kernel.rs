@@ -171,7 +171,7 @@ unsafe fn avx2<const RW: usize, const NV: usize, const PX: usize>(t: &Tile) {
 /// `a[2p + j] += x[p·PX + ci] · w[ci·WS + 8j .. +8]` (p < $n, j < 2) as `vfmadd231ps`
 /// (= `x.mul_add(w, a)`, the generic kernels' operation, so results are bitwise theirs),
 /// ci in order. Every offset is a constant: 2 + 3·$n macro-ops per step (2 weight
-/// loads, $n broadcasts, 2·$n FMAs), no loop or address arithmetic (see [`avx2_asm`]
+/// loads, $n broadcasts, 2·$n FMAs), no loop or address arithmetic (see `avx2_asm!`
 /// for why that matters). Shared with the Winograd GEMM (`WS` = its weight row).
 ///
 /// Safety of the generated function: AVX2 and FMA available; `x[p·PX + ci]` (p < $n,
