@@ -15,16 +15,34 @@ use crate::simd::{self, SimdLevel};
 use crate::vec::{simd_dispatch, Vf32};
 use std::time::{Duration, Instant};
 
-/// Independent accumulator chains per thread at `level` (see the module docs): as many
-/// as fit the vector registers beside the loop's two constants.
-pub fn chains(level: SimdLevel) -> usize {
-    match level {
-        SimdLevel::Avx512 => 16,
-        _ => 12,
+/// Independent accumulator chains per thread for vectors of `lanes` floats (see the
+/// module docs): as many as fit the vector registers beside the loop's two constants,
+/// 16 for the 512-bit vectors, 12 for the others (the scalar and NEON loops have
+/// registers to spare; 12 chains are still more than their FMA latency × ports).
+const fn chains_for_lanes(lanes: usize) -> usize {
+    if lanes == 16 {
+        16
+    } else {
+        12
     }
 }
 
-/// Loop iterations between two clock reads: 4096 × 16 FMAs ≈ 10 µs on one core,
+/// f32 lanes of `level`'s vectors.
+fn lanes(level: SimdLevel) -> usize {
+    match level {
+        SimdLevel::Avx512 => 16,
+        SimdLevel::Avx2 => 8,
+        SimdLevel::Neon => 4,
+        SimdLevel::Scalar => 1,
+    }
+}
+
+/// Independent accumulator chains per thread at `level`.
+pub fn chains(level: SimdLevel) -> usize {
+    chains_for_lanes(lanes(level))
+}
+
+/// Loop iterations between two clock reads: 4096 × 12–16 FMAs ≈ 10 µs on one core,
 /// long enough that `Instant::now` costs nothing, short enough to stop on time.
 const ITERS_PER_CHECK: usize = 4096;
 
@@ -55,15 +73,12 @@ unsafe fn fma_chains_n<V: Vf32, const N: usize>(seed: f32, a: f32, b: f32, iters
     s.reduce_add()
 }
 
-/// [`fma_chains_n`] with [`chains`]`(level)` chains: 16 for the 512-bit vectors, 12
-/// for the others (the scalar and NEON loops have registers to spare; 12 chains are
-/// still more than their FMA latency × ports).
+/// [`fma_chains_n`] with [`chains_for_lanes`]`(V::LANES)` chains.
 #[inline(always)]
 unsafe fn fma_chains<V: Vf32>(seed: f32, a: f32, b: f32, iters: usize) -> f32 {
-    if V::LANES == 16 {
-        fma_chains_n::<V, 16>(seed, a, b, iters)
-    } else {
-        fma_chains_n::<V, 12>(seed, a, b, iters)
+    match chains_for_lanes(V::LANES) {
+        16 => fma_chains_n::<V, 16>(seed, a, b, iters),
+        _ => fma_chains_n::<V, 12>(seed, a, b, iters),
     }
 }
 
@@ -74,13 +89,7 @@ simd_dispatch!(
 
 /// Floating-point operations (a multiply-add counts as 2) of one `fma_chains` iteration.
 fn flops_per_iter(level: SimdLevel) -> f64 {
-    let lanes = match level {
-        SimdLevel::Avx512 => 16,
-        SimdLevel::Avx2 => 8,
-        SimdLevel::Neon => 4,
-        SimdLevel::Scalar => 1,
-    };
-    (2 * chains(level) * lanes) as f64
+    (2 * chains(level) * lanes(level)) as f64
 }
 
 /// One thread's run: FMA loop until `duration` has passed; returns its GFLOP/s.
