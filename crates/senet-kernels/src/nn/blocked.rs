@@ -273,6 +273,9 @@ const PF_MIN_K: usize = 256;
 const PF_BLOCKS: usize = 2;
 /// The same for k×k layers (k > 1), whose input block spans k² times the steps.
 const PF_BLOCKS_KXK: usize = 1;
+/// Tiles per kernel call in tile-outer order (each run of pixels goes through every
+/// output group while its input is in L1).
+const TILE_OUTER_RUN: usize = 4;
 
 /// Input floats between consecutive output pixels of a row.
 fn view_px(v: &XView, stride: usize) -> usize {
@@ -874,7 +877,9 @@ impl ConvBlk {
         let gated = gate.is_some();
         // One tile: rows oy..oy+rh (rh = 2 only with two-row kernels), pixels of tile ti,
         // image n, output-block group gi.
-        let run_rows = |n: usize, gi: usize, oy: usize, ti: usize, rh: usize| {
+        // `m` tiles ti..ti+m of one row, all of the same width (m > 1 only for one-row
+        // tiles without the gate or squeeze epilogues, which work per tile).
+        let run_rows = |n: usize, gi: usize, oy: usize, ti: usize, rh: usize, m: usize| {
             let (ob0, nb) = groups[gi];
             // Even split: the first eow % ntile tiles get one extra pixel.
             let x0 = ti * base + ti.min(extra);
@@ -937,15 +942,19 @@ impl ConvBlk {
                 y_orow: eow * BLK,
                 relu: relu && !gated,
                 pf: wpf,
+                ntiles: m,
+                x_tile: rw * px,
+                y_tile: rw * BLK,
             };
             let f = match fns2 {
                 Some(f2) if rh == 2 => f2,
                 _ => kernels(level, nb, px, self.cpb),
             };
-            // SAFETY: the kernel reads only inside x, w, bias, res (see above) and writes
-            // pixels x0..x0+rw of rows oy..oy+rh of blocks ob0..ob0+nb of image n; every
-            // (image, group, item) belongs to exactly one task, so no two tasks write the
-            // same output. The kernels are those of `level = simd::level()`.
+            // SAFETY: the kernel reads only inside x, w, bias, res (see above; a run's
+            // tiles ti..ti+m lie in row oy, so its pixels x0..x0+m·rw stay inside the row)
+            // and writes pixels x0..x0+m·rw of rows oy..oy+rh of blocks ob0..ob0+nb of
+            // image n; every (image, group, item) belongs to exactly one task, so no two
+            // tasks write the same output. The kernels are those of `level = simd::level()`.
             unsafe { f[rw - 1](&tile) };
             if gated {
                 // The SE scale on the tile just stored (still in L1): y = act(y · gate +
@@ -996,15 +1005,27 @@ impl ConvBlk {
             if rows2 {
                 let oy = 2 * r;
                 if oy + 1 < eoh && groups[gi].1 == 2 {
-                    run_rows(n, gi, oy, ti, 2);
+                    run_rows(n, gi, oy, ti, 2, 1);
                 } else {
                     for o in oy..(oy + 2).min(eoh) {
-                        run_rows(n, gi, o, ti, 1);
+                        run_rows(n, gi, o, ti, 1, 1);
                     }
                 }
             } else {
-                run_rows(n, gi, r, ti, 1);
+                run_rows(n, gi, r, ti, 1, 1);
             }
+        };
+        // Items start..end as runs of same-width tiles of one row, at most `cap` per run:
+        // (item, tiles). Without runs (two-row tiles, per-tile epilogues) one item each.
+        let runs_ok = !rows2 && !gated && !want_sums;
+        let next_run = |item: usize, end: usize, cap: usize| -> usize {
+            if !runs_ok {
+                return 1;
+            }
+            let ti = item % ntile;
+            // Tiles below `extra` are one pixel wider than the rest.
+            let same = if ti < extra { extra } else { ntile };
+            (same - ti).min(end - item).min(cap)
         };
         let flops = xs.n * cob * oh * ow * self.nib[0] * per_block;
         for_each_task(tasks, flops >= (1 << 18), |t| {
@@ -1013,22 +1034,29 @@ impl ConvBlk {
             // the other 3 (1×1 1024→256 @14, batch 1: 1.68× on 2 threads, now 1.9×).
             let ch = if chunk_outer { t / ng } else { t % chunks };
             let range = ch * items / chunks..(ch + 1) * items / chunks;
-            if chunk_outer {
-                for item in range {
-                    run_tile(0, t % ng, item);
-                }
+            let (n, gi) = if chunk_outer {
+                (0, t % ng)
             } else if tile_outer {
-                let n = t / chunks;
-                for item in range {
-                    for gi in 0..ng {
+                (t / chunks, 0)
+            } else if image_outer {
+                (t / (chunks * ng), (t / chunks) % ng)
+            } else {
+                ((t / chunks) % xs.n, t / (chunks * xs.n))
+            };
+            // Tile-outer keeps a run's input in L1 across the groups: short runs.
+            let cap = if tile_outer { TILE_OUTER_RUN } else { usize::MAX };
+            let mut item = range.start;
+            while item < range.end {
+                let m = next_run(item, range.end, cap);
+                let gis = if tile_outer { 0..ng } else { gi..gi + 1 };
+                for gi in gis {
+                    if m == 1 {
                         run_tile(n, gi, item);
+                    } else {
+                        run_rows(n, gi, item / ntile, item % ntile, 1, m);
                     }
                 }
-            } else {
-                let (gi, n) = if image_outer { ((t / chunks) % ng, t / (chunks * ng)) } else { (t / (chunks * xs.n), (t / chunks) % xs.n) };
-                for item in range {
-                    run_tile(n, gi, item);
-                }
+                item += m;
             }
         });
         if let Some(means) = sq {

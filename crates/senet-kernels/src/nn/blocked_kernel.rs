@@ -8,7 +8,8 @@
 //! (NV vectors) and broadcasts one input scalar per pixel into RW·NV FMAs. Borders are
 //! not the kernel's business: the caller restricts ky to the valid rows (or pads rows
 //! too, for two-row tiles) and hands it an input whose columns are zero padded, so the
-//! hot loop has no branch.
+//! hot loop has no branch. One call may run several consecutive tiles of a row
+//! (`Tile::ntiles`), which spreads the call's set-up over them.
 //!
 //! Determinism: each output is accumulated in the fixed order (cb, ky, kx, ci) whatever
 //! the tile it belongs to, so tiling and threading never change a result bit.
@@ -57,6 +58,28 @@ pub(super) struct Tile {
     /// Software prefetch of the weights this many input blocks ahead (0: none), for
     /// long 1×1 reductions whose weights stream from L2.
     pub pf: usize,
+    /// Tiles in this call (≥ 1): consecutive tiles of the same width along an output
+    /// row, their inputs `x_tile` floats apart and their outputs (and residuals) `y_tile`
+    /// floats apart. One call for a run of tiles saves the per-call set-up, which short
+    /// reductions (1×1 from 64 channels: 64 steps per tile) otherwise pay per tile.
+    pub ntiles: usize,
+    pub x_tile: usize,
+    pub y_tile: usize,
+}
+
+impl Tile {
+    /// Tile `i` of the call's run (`i < ntiles`), as a single tile.
+    #[inline(always)]
+    unsafe fn nth(&self, i: usize) -> Tile {
+        Tile {
+            // Wrapping: a tile with no valid kernel row (nky = 0) never reads its x.
+            x: self.x.wrapping_add(i * self.x_tile),
+            y: self.y.add(i * self.y_tile),
+            res: if self.res.is_null() { self.res } else { self.res.add(i * self.y_tile) },
+            ntiles: 1,
+            ..*self
+        }
+    }
 }
 
 /// A compiled tile kernel.
@@ -75,6 +98,14 @@ pub(super) type TileFn = unsafe fn(&Tile);
 /// instructions that otherwise crowd the 4-wide front end (~15% on the 14×2 tile).
 #[inline(always)]
 unsafe fn tile_k<V: Vf32, const RH: usize, const RW: usize, const NV: usize, const PX: usize>(t: &Tile) {
+    for i in 0..t.ntiles {
+        tile_k1::<V, RH, RW, NV, PX>(&t.nth(i));
+    }
+}
+
+/// One tile of [`tile_k`].
+#[inline(always)]
+unsafe fn tile_k1<V: Vf32, const RH: usize, const RW: usize, const NV: usize, const PX: usize>(t: &Tile) {
     let x_px = if PX == 0 { t.x_px } else { PX };
     // Constant-stride tables are only used for full 16-channel input blocks; a constant
     // trip count lets the channel loop unroll (no loop-exit mispredict every 16 steps).
@@ -249,34 +280,37 @@ avx2_step16!(
 macro_rules! avx2_asm {
     ($name:ident, $n:literal, $step:ident, [$($i:literal),*]) => {
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn $name<const PX: usize>(t: &Tile) {
+        unsafe fn $name<const PX: usize>(run: &Tile) {
             use core::arch::x86_64::{__m256, _mm256_setzero_ps, _mm_prefetch, _MM_HINT_T0};
-            debug_assert!(t.cpb == 16 && t.x_ci == 1);
-            let mut a: [__m256; 2 * $n] = [_mm256_setzero_ps(); 2 * $n];
-            for cb in 0..t.ncb {
-                // Prefetch only inside this tile's weights, as `tile_k`.
-                let pf = t.pf != 0 && cb + t.pf < t.ncb;
-                for ky in 0..t.nky {
-                    let xr = t.x.add(cb * t.x_cb + ky * t.x_row);
-                    let wr = t.w.add(cb * t.w_cb + ky * t.w_ky);
-                    for kx in 0..t.kw {
-                        let x = xr.add(kx * t.x_col);
-                        let w = wr.add(kx * 16 * 16);
-                        if pf {
-                            let ahead = w.add(t.pf * t.w_cb);
-                            for ci in 0..16 {
-                                _mm_prefetch::<_MM_HINT_T0>(ahead.add(ci * 16) as *const i8);
+            debug_assert!(run.cpb == 16 && run.x_ci == 1);
+            for i in 0..run.ntiles {
+                let t = &run.nth(i);
+                let mut a: [__m256; 2 * $n] = [_mm256_setzero_ps(); 2 * $n];
+                for cb in 0..t.ncb {
+                    // Prefetch only inside this tile's weights, as `tile_k`.
+                    let pf = t.pf != 0 && cb + t.pf < t.ncb;
+                    for ky in 0..t.nky {
+                        let xr = t.x.add(cb * t.x_cb + ky * t.x_row);
+                        let wr = t.w.add(cb * t.w_cb + ky * t.w_ky);
+                        for kx in 0..t.kw {
+                            let x = xr.add(kx * t.x_col);
+                            let w = wr.add(kx * 16 * 16);
+                            if pf {
+                                let ahead = w.add(t.pf * t.w_cb);
+                                for ci in 0..16 {
+                                    _mm_prefetch::<_MM_HINT_T0>(ahead.add(ci * 16) as *const i8);
+                                }
                             }
+                            // SAFETY: the 16 × 16 weights at w and pixels 0..$n (stride PX) ×
+                            // channels 0..16 at x lie inside the tile's operands (see `Tile`).
+                            $step::<PX, 16>(x, w, &mut a);
                         }
-                        // SAFETY: the 16 × 16 weights at w and pixels 0..$n (stride PX) ×
-                        // channels 0..16 at x lie inside the tile's operands (see `Tile`).
-                        $step::<PX, 16>(x, w, &mut a);
                     }
                 }
+                let v = |i: usize| crate::vec::Avx2(a[i]);
+                let acc = [[$([v(2 * $i), v(2 * $i + 1)]),*]];
+                store_tile::<crate::vec::Avx2, 1, $n, 2>(t, &acc);
             }
-            let v = |i: usize| crate::vec::Avx2(a[i]);
-            let acc = [[$([v(2 * $i), v(2 * $i + 1)]),*]];
-            store_tile::<crate::vec::Avx2, 1, $n, 2>(t, &acc);
         }
     };
 }
@@ -410,7 +444,8 @@ mod tests {
 
     /// The assembly tiles compute bitwise what the generic `tile_k` does (same FMAs in
     /// the same order, same epilogue), for every pixel count and stride they exist for,
-    /// with and without prefetch, residual and ReLU.
+    /// with and without prefetch, residual and ReLU; and a call for a run of tiles
+    /// (`ntiles` > 1) computes what one call per tile does.
     #[test]
     fn avx2_assembly_tiles_match_the_generic_kernel_bitwise() {
         if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
@@ -423,7 +458,8 @@ mod tests {
         let x = data(ncb * x_cb + 1024, 1);
         let w = data(ncb * w_cb, 2);
         let bias = data(16, 3);
-        let res = data(6 * 16, 4);
+        const RUN: usize = 3;
+        let res = data(RUN * 6 * 16, 4);
         type Pair = (usize, usize, TileFn, TileFn);
         let pairs: [Pair; 6] = [
             (16, 4, avx2::<4, 2, 16>, avx2_asm4::<16>),
@@ -435,38 +471,48 @@ mod tests {
         ];
         for (px, n, generic, asm) in pairs {
             for (pf, with_res, relu) in [(0, false, false), (1, true, true), (2, false, true), (0, true, false)] {
-                let mut out = [vec![0.0f32; n * 16], vec![0.0f32; n * 16]];
-                for (f, y) in [generic, asm].into_iter().zip(out.iter_mut()) {
-                    let t = Tile {
-                        x: x.as_ptr(),
-                        w: w.as_ptr(),
-                        bias: bias.as_ptr(),
-                        res: if with_res { res.as_ptr() } else { std::ptr::null() },
-                        y: y.as_mut_ptr(),
-                        ncb,
-                        cpb: 16,
-                        nky,
-                        kw,
-                        x_cb,
-                        x_row,
-                        x_col,
-                        x_ci: 1,
-                        x_px: px,
-                        w_cb,
-                        w_ky,
-                        y_ob: 0,
-                        x_orow: 0,
-                        y_orow: 0,
-                        relu,
-                        pf,
-                    };
-                    // SAFETY: every read is inside x (≤ 2·3072 + 1024 + 2·16 + 5·32 + 16
-                    // floats), w, bias and res; y holds the tile's n × 16 outputs.
-                    unsafe { f(&t) };
+                let tile = |y: &mut [f32], first: usize, ntiles: usize| Tile {
+                    x: x[first * n * px..].as_ptr(),
+                    w: w.as_ptr(),
+                    bias: bias.as_ptr(),
+                    res: if with_res { res[first * n * 16..].as_ptr() } else { std::ptr::null() },
+                    y: y[first * n * 16..].as_mut_ptr(),
+                    ncb,
+                    cpb: 16,
+                    nky,
+                    kw,
+                    x_cb,
+                    x_row,
+                    x_col,
+                    x_ci: 1,
+                    x_px: px,
+                    w_cb,
+                    w_ky,
+                    y_ob: 0,
+                    x_orow: 0,
+                    y_orow: 0,
+                    relu,
+                    pf,
+                    ntiles,
+                    x_tile: n * px,
+                    y_tile: n * 16,
+                };
+                // Generic and assembly, each one call for the run; generic, a call per tile.
+                let mut out = [vec![0.0f32; RUN * n * 16], vec![0.0f32; RUN * n * 16], vec![0.0f32; RUN * n * 16]];
+                // SAFETY (all calls): every read is inside x (≤ 2·3072 + 1024 + 2·16 +
+                // (3·6 − 1)·32 + 16 floats), w, bias and res; y holds the run's outputs.
+                unsafe {
+                    generic(&tile(&mut out[0], 0, RUN));
+                    asm(&tile(&mut out[1], 0, RUN));
+                    for i in 0..RUN {
+                        generic(&tile(&mut out[2], i, 1));
+                    }
                 }
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&out[0]), bits(&out[1]), "stride {px}, {n} pixels, pf {pf}, res {with_res}, relu {relu}");
-                assert!(out[0].iter().any(|&v| v != 0.0));
+                let what = format!("stride {px}, {n} pixels, pf {pf}, res {with_res}, relu {relu}");
+                assert_eq!(bits(&out[0]), bits(&out[1]), "{what}: assembly vs generic");
+                assert_eq!(bits(&out[0]), bits(&out[2]), "{what}: one call per run vs per tile");
+                assert!(out[0][(RUN - 1) * n * 16..].iter().any(|&v| v != 0.0));
             }
         }
     }
