@@ -171,20 +171,20 @@ async function parent() {
   console.log('Per pair (ms): wall time, then the profiled time by layer class (senet | onnxruntime)\n')
   console.log(
     markdownTable(
-      ['pair', 'senet wall', 'onnxruntime wall', ...classes.map((c) => `${c} (senet | ort)`)],
-      sWall.map((s, i) => [String(i + 1), f1(s), f1(oWall[i]), ...classes.map((c) => `${f1(sCls[i][c])} \\| ${f1(oCls[i][c])}`)]),
+      ['pair', 'senet wall', 'onnxruntime wall', ...classes.map((c) => `${c} (senet, ort)`)],
+      sWall.map((s, i) => [String(i + 1), f1(s), f1(oWall[i]), ...classes.map((c) => `${f1(sCls[i][c])}, ${f1(oCls[i][c])}`)]),
     ),
   )
   const cut = median(sWall)
   const half = (pred) => {
     const idx = sWall.map((s, i) => i).filter((i) => pred(sWall[i]))
     const m = (f) => median(idx.map(f))
-    return [String(idx.length), f1(m((i) => sWall[i])), f1(m((i) => oWall[i])), `${m((i) => oWall[i] / sWall[i]).toFixed(2)}×`, ...classes.map((c) => `${f1(m((i) => sCls[i][c]))} \\| ${f1(m((i) => oCls[i][c]))}`)]
+    return [String(idx.length), f1(m((i) => sWall[i])), f1(m((i) => oWall[i])), `${m((i) => oWall[i] / sWall[i]).toFixed(2)}×`, ...classes.map((c) => `${f1(m((i) => sCls[i][c]))}, ${f1(m((i) => oCls[i][c]))}`)]
   }
   console.log(`\nPairs split at senet's median wall time (${f1(cut)} ms); medians per half; "ort / senet" > 1: senet faster\n`)
   console.log(
     markdownTable(
-      ['half', 'pairs', 'senet wall', 'onnxruntime wall', 'ort / senet', ...classes.map((c) => `${c} (senet | ort)`)],
+      ['half', 'pairs', 'senet wall', 'onnxruntime wall', 'ort / senet', ...classes.map((c) => `${c} (senet, ort)`)],
       [
         ['senet faster half', ...half((s) => s <= cut)],
         ['senet slower half', ...half((s) => s > cut)],
