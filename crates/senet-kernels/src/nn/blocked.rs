@@ -276,6 +276,9 @@ const PF_BLOCKS_KXK: usize = 1;
 /// Tiles per kernel call in tile-outer order (each run of pixels goes through every
 /// output group while its input is in L1).
 const TILE_OUTER_RUN: usize = 4;
+/// Tiles per kernel call when the SE gate pass follows the call (on the run's outputs
+/// while they are in L1: 8 tiles of 6 pixels are 3 KiB per output block).
+const GATED_RUN: usize = 8;
 
 /// Input floats between consecutive output pixels of a row.
 fn view_px(v: &XView, stride: usize) -> usize {
@@ -878,7 +881,7 @@ impl ConvBlk {
         // One tile: rows oy..oy+rh (rh = 2 only with two-row kernels), pixels of tile ti,
         // image n, output-block group gi.
         // `m` tiles ti..ti+m of one row, all of the same width (m > 1 only for one-row
-        // tiles without the gate or squeeze epilogues, which work per tile).
+        // tiles without the squeeze epilogue, which sums per tile).
         let run_rows = |n: usize, gi: usize, oy: usize, ti: usize, rh: usize, m: usize| {
             let (ob0, nb) = groups[gi];
             // Even split: the first eow % ntile tiles get one extra pixel.
@@ -957,12 +960,12 @@ impl ConvBlk {
             // tasks write the same output. The kernels are those of `level = simd::level()`.
             unsafe { f[rw - 1](&tile) };
             if gated {
-                // The SE scale on the tile just stored (still in L1): y = act(y · gate +
+                // The SE scale on the tiles just stored (still in L1): y = act(y · gate +
                 // residual). Kept out of the microkernel, whose speed depends on its
                 // exact code (an extra operand there cost 40–60% on 1×1 layers).
                 for r in 0..rh {
                     let off = out_off + r * eow * BLK;
-                    // SAFETY: rows oy+r, pixels x0..x0+rw, blocks ob0..ob0+nb of image n:
+                    // SAFETY: rows oy+r, pixels x0..x0+m·rw, blocks ob0..ob0+nb of image n:
                     // this tile's outputs (see above); the residual has y's layout; the
                     // gates of image n, blocks ob0..ob0+nb lie inside the gates
                     // ((n·cob + ob0 + nb)·16 ≤ gates.len(), checked in exec).
@@ -973,7 +976,7 @@ impl ConvBlk {
                             if rp.get().is_null() { std::ptr::null() } else { rp.get().add(off) },
                             gp.get().add((n * cob + ob0) * BLK),
                             nb,
-                            rw,
+                            m * rw,
                             y_ob,
                             relu,
                         )
@@ -1016,8 +1019,8 @@ impl ConvBlk {
             }
         };
         // Items start..end as runs of same-width tiles of one row, at most `cap` per run:
-        // (item, tiles). Without runs (two-row tiles, per-tile epilogues) one item each.
-        let runs_ok = !rows2 && !gated && !want_sums;
+        // (item, tiles). Without runs (two-row tiles, the per-tile squeeze) one item each.
+        let runs_ok = !rows2 && !want_sums;
         let next_run = |item: usize, end: usize, cap: usize| -> usize {
             if !runs_ok {
                 return 1;
@@ -1044,7 +1047,13 @@ impl ConvBlk {
                 ((t / chunks) % xs.n, t / (chunks * xs.n))
             };
             // Tile-outer keeps a run's input in L1 across the groups: short runs.
-            let cap = if tile_outer { TILE_OUTER_RUN } else { usize::MAX };
+            let cap = if tile_outer {
+                TILE_OUTER_RUN
+            } else if gated {
+                GATED_RUN
+            } else {
+                usize::MAX
+            };
             let mut item = range.start;
             while item < range.end {
                 let m = next_run(item, range.end, cap);
