@@ -7,6 +7,9 @@
 // idle time before each call) on the same seeded model exported by `toOnnx`, with
 // senet's per-op profile (`SENET_PROFILE=1`, read from a child process's stderr) and
 // onnxruntime's node profiler (`enableProfiling`) on. The first two pairs are warm-up.
+// With a batch, senet's per-image ops (summed over the images) are listed under the
+// batch's shape, marked "per image": when several threads run images side by side, that
+// sum is thread time (up to threads × the wall time), so compare those rows at 1 thread.
 // Prints (1) per pair: both wall times and each engine's time by layer class, (2) the
 // pairs split at the median senet time into its faster and slower half, with the median
 // onnxruntime / senet time ratio of each, and (3) per convolution shape: the median time
@@ -96,8 +99,12 @@ function parseSenet(text) {
     let cls = kind
     if (kind === 'conv') cls = algo.startsWith('wino') ? 'Winograd 3×3' : k === '1' ? 'direct 1×1' : 'direct k×k'
     else if (kind === 'se') cls = 'SE blocks'
-    const key = kind === 'conv' ? `conv [${from}]→[${to}] ${k}×${k}/${s}` : null
-    ops.push({ cls, key, ms: Number(ms) })
+    // With a batch, senet runs some layers image by image and its profile sums them
+    // under the one-image shape: key them by the batch's shape, as onnxruntime's.
+    const withBatch = (sh) => [batch, ...sh.split(',').slice(1)].join(',')
+    const key = kind === 'conv' ? `conv [${withBatch(from)}]→[${withBatch(to)}] ${k}×${k}/${s}` : null
+    const perImage = batch > 1 && from.split(',')[0] === '1'
+    ops.push({ cls, key, ms: Number(ms), perImage })
   }
   return ops
 }
@@ -168,6 +175,9 @@ async function parent() {
   const f1 = (v) => v.toFixed(1)
 
   console.log(`${arch}, batch ${batch}, ${threads} thread(s), ${sWall.length} alternated pairs (after 2 warm-up pairs), ${os.cpus()[0].model.trim()}\n`)
+  if (batch > 1 && threads > 1) {
+    console.log(`NOTE: senet ops marked "per image" are summed over images that ${threads} threads run side by side: thread time, up to ${threads}× their wall time; the class sums include them.\n`)
+  }
   console.log('Per pair (ms): wall time, then the profiled time by layer class (senet | onnxruntime)\n')
   console.log(
     markdownTable(
@@ -223,7 +233,8 @@ async function parent() {
       ['shape', 'senet algorithm', 'instances (senet / ort)', 'senet ms', 'onnxruntime ms', 'senet / ort time'],
       rows.map(({ k, s, o, sm, om }) => {
         const algo = sRuns[0].find((op) => op.key === k)?.cls ?? ''
-        return [k, algo, `${s.n} / ${o ? o.n : 0}`, sm.toFixed(3), Number.isNaN(om) ? '–' : om.toFixed(3), Number.isNaN(om) ? '–' : `${(sm / om).toFixed(2)}×`]
+        const perImage = sRuns[0].some((op) => op.key === k && op.perImage)
+        return [k, algo + (perImage ? ' (per image)' : ''), `${s.n} / ${o ? o.n : 0}`, sm.toFixed(3), Number.isNaN(om) ? '–' : om.toFixed(3), Number.isNaN(om) ? '–' : `${(sm / om).toFixed(2)}×`]
       }),
     ),
   )
