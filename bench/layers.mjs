@@ -178,7 +178,7 @@ async function parent() {
   if (batch > 1 && threads > 1) {
     console.log(`NOTE: senet ops marked "per image" are summed over images that ${threads} threads run side by side: thread time, up to ${threads}× their wall time; the class sums include them.\n`)
   }
-  console.log('Per pair (ms): wall time, then the profiled time by layer class (senet | onnxruntime)\n')
+  console.log('Per pair (ms): wall time, then the profiled time by layer class (senet, onnxruntime)\n')
   console.log(
     markdownTable(
       ['pair', 'senet wall', 'onnxruntime wall', ...classes.map((c) => `${c} (senet, ort)`)],
