@@ -70,6 +70,31 @@ test('16 concurrent native forwards on one model equal sequential ones, mixed sh
   model.dispose()
 })
 
+test('queued native forwards of one size run coalesced into batches; each caller gets exactly its own results', async (t) => {
+  // The queue runs the head request together with the queued ones of its image size, up
+  // to 8 images (SENET_COALESCE). While the first call runs, the other 23 wait: calls of
+  // 1-3 images at 64×80 (batches of ≤ 8 images, one call of 9 alone) interleaved with
+  // 48×48 ones. Every result must equal the call run alone, bit for bit (an image's
+  // logits do not depend on the batch it runs in), in each caller's own image order.
+  const model = native.SEResNet.create('seresnet18', { seed: 7, numClasses: 10 })
+  const sizes = [1, 2, 1, 3, 1, 9, 2, 1, 1, 2, 3, 1, 1, 2, 1, 1, 3, 1, 2, 1, 1, 1, 2, 1]
+  const jobs = sizes.map((n, i) => {
+    const shape: [number, number, number, number] = i % 3 === 2 ? [n, 3, 48, 48] : [n, 3, 64, 80]
+    return { shape, x: input(shape, 100 + i) }
+  })
+  const want = jobs.map((j) => model.forwardSync(j.x, j.shape))
+  const got = await Promise.all(jobs.map((j) => model.forward(j.x, j.shape)))
+  got.forEach((g, i) => {
+    t.is(g.length, jobs[i].shape[0] * 10, `job ${i} length`)
+    t.deepEqual(g, want[i], `job ${i}`)
+  })
+  // A call that fails validation is rejected at once and never joins a batch.
+  const mixed = await Promise.allSettled([model.forward(jobs[0].x, jobs[0].shape), model.forward(jobs[1].x, [2, 3, 64, 81]), model.forward(jobs[1].x, jobs[1].shape)])
+  t.deepEqual(mixed.map((m) => m.status), ['fulfilled', 'rejected', 'fulfilled'])
+  t.deepEqual((mixed[2] as PromiseFulfilledResult<Float32Array>).value, want[1])
+  model.dispose()
+})
+
 test('dispose() with forwards pending: they finish, later calls fail clearly', async (t) => {
   const model = native.SEResNet.create('seresnet18', { seed: 3, numClasses: 10 })
   const x = input([1, 3, 64, 64], 1)

@@ -113,29 +113,88 @@ struct Request {
 /// A model and its queue of asynchronous requests. Requests run one after another, each
 /// with the whole pool: a batch of concurrent calls then neither oversubscribes the
 /// pool nor multiplies the activation memory, and holds no libuv thread while waiting.
+/// Queued requests of the head's image size run together as one batch of up to
+/// [`coalesce_limit`] images: a batch runs faster per image than single images
+/// (seresnet50, 2 threads: 18.4 vs 17.0 images/s), and an image's logits are bit for
+/// bit the same alone or in any batch, so each caller gets exactly its own results.
 struct Shared {
     model: Model,
     queue: Mutex<(VecDeque<Request>, bool)>, // (pending, a runner is active)
 }
 
+/// Images per coalesced batch: `SENET_COALESCE` (1 turns coalescing off), else 8.
+fn coalesce_limit() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("SENET_COALESCE").ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|&n| n >= 1).unwrap_or(8)
+    })
+}
+
 impl Shared {
+    /// The head request and the queued ones of its channels and size, in queue order,
+    /// while the images add up to at most `limit` (the head alone may exceed it).
+    fn next_group(q: &mut VecDeque<Request>, limit: usize) -> Vec<Request> {
+        let Some(head) = q.pop_front() else { return Vec::new() };
+        let (c, h, w) = (head.shape.c, head.shape.h, head.shape.w);
+        let mut images = head.shape.n;
+        let mut group = vec![head];
+        let mut i = 0;
+        while i < q.len() {
+            let s = q[i].shape;
+            if (s.c, s.h, s.w) == (c, h, w) && images + s.n <= limit {
+                images += s.n;
+                group.extend(q.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        group
+    }
+
     fn drain(self: Arc<Self>) {
         loop {
-            let req = {
+            let group = {
                 let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                match q.0.pop_front() {
-                    Some(r) => r,
-                    None => {
-                        q.1 = false;
-                        return;
+                let g = Self::next_group(&mut q.0, coalesce_limit());
+                if g.is_empty() {
+                    q.1 = false;
+                    return;
+                }
+                g
+            };
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if let [one] = group.as_slice() {
+                    return self.model.forward(&one.x, one.shape);
+                }
+                let n: usize = group.iter().map(|r| r.shape.n).sum();
+                let mut x = Vec::with_capacity(group.iter().map(|r| r.x.len()).sum());
+                for r in &group {
+                    x.extend_from_slice(&r.x);
+                }
+                self.model.forward(&x, Shape4 { n, ..group[0].shape })
+            }));
+            match res {
+                Ok(Ok(y)) => {
+                    // Each request's images, in order: its share of the rows of y.
+                    let per_image = y.len() / group.iter().map(|r| r.shape.n).sum::<usize>().max(1);
+                    let mut at = 0;
+                    for r in group {
+                        let len = r.shape.n * per_image;
+                        let part = y[at..at + len].to_vec();
+                        at += len;
+                        r.deferred.resolve(Box::new(move |_| Ok(Float32Array::new(part))));
                     }
                 }
-            };
-            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.model.forward(&req.x, req.shape)));
-            match res {
-                Ok(Ok(y)) => req.deferred.resolve(Box::new(move |_| Ok(Float32Array::new(y)))),
-                Ok(Err(e)) => req.deferred.reject(invalid(e)),
-                Err(_) => req.deferred.reject(Error::new(Status::GenericFailure, "senet: forward panicked")),
+                Ok(Err(e)) => {
+                    for r in group {
+                        r.deferred.reject(invalid(e.clone()));
+                    }
+                }
+                Err(_) => {
+                    for r in group {
+                        r.deferred.reject(Error::new(Status::GenericFailure, "senet: forward panicked"));
+                    }
+                }
             }
         }
     }

@@ -3,7 +3,9 @@
  * `NativeModel` (weights copied and prepacked for the GEMM microkernels, so the
  * program's own arrays can be garbage collected), and forward passes run on the addon's
  * thread pool. `forward` copies its input and queues the pass on the pool; passes of one
- * model run one after another, each using every thread.
+ * model run one after another, each using every thread; queued passes of the same image
+ * size run together as one batch of up to 8 images (`SENET_COALESCE`), each caller
+ * getting exactly its own results.
  */
 import { addon } from './addon'
 import type { CompiledModel, ModelBackend, Program } from '../model/program'
