@@ -113,8 +113,8 @@ struct Request {
 /// A model and its queue of asynchronous requests. Requests run one after another, each
 /// with the whole pool: a burst of concurrent calls then neither oversubscribes the pool
 /// nor holds a libuv thread while waiting, and its activation memory is that of one
-/// batch at a time. Queued requests of the head's image size run together as one batch of up to
-/// [`coalesce_limit`] images: a batch runs faster per image than single images
+/// batch at a time. Queued requests of the head's image size run together as one batch
+/// of up to [`coalesce_limit`] images: a batch runs faster per image than single images
 /// (seresnet50, 2 threads: 18.4 vs 17.0 images/s), and an image's logits are bit for
 /// bit the same alone or in any batch, so each caller gets exactly its own results.
 struct Shared {
