@@ -3,12 +3,13 @@
 //! `cargo run --release -p senet-kernels --example blocked_speed [reps]`
 //! Environment: `SHAPE=substring` runs only matching shapes, `BATCH=n` one batch size,
 //! `ALIGN=0` misaligns the blocked activations (default: 64-byte aligned), `COLD=1`
-//! evicts the caches before every run. Prints
+//! evicts the caches before every run, `AB=taps` alternates each layer with the tap
+//! planes of strided k×k layers off and on (see `ab`). Prints
 //! best-of-`reps` GFLOP/s (2 flops per multiply-add, padding taps included) at batch 1
 //! and 8, 1 and 2 threads (the machine is shared; 1-thread times are CPU times), with
 //! the FMA peak measured in the same run.
 
-use senet_kernels::nn::blocked::{blk16_len, ConvBlk};
+use senet_kernels::nn::blocked::{blk16_len, set_taps, ConvBlk};
 use senet_kernels::{pool, simd, Shape4};
 use std::time::Instant;
 
@@ -44,7 +45,43 @@ fn best(reps: usize, threads: usize, mut f: impl FnMut()) -> f64 {
     t
 }
 
+/// `AB=taps`: the layer with tap planes off (A) and on (B), alternated run by run
+/// (`reps` pairs, the order flipping every pair; cold caches with `COLD=1`): median ms
+/// of each and the median of the per-pair ratios B/A, so that a noisy host slows both
+/// alike.
+fn ab(reps: usize, threads: usize, mut f: impl FnMut(bool)) -> (f64, f64, f64) {
+    let cold = std::env::var("COLD").is_ok_and(|v| v == "1");
+    let mut evict = if cold { vec![0u8; 64 << 20] } else { Vec::new() };
+    f(false);
+    f(true);
+    let wall = Instant::now();
+    let clock = || if threads == 1 { thread_cpu_seconds() } else { wall.elapsed().as_secs_f64() };
+    let (mut ta, mut tb, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..reps {
+        let mut pair = [0.0f64; 2];
+        for k in 0..2 {
+            let on = (k + r) % 2 == 1;
+            for b in evict.iter_mut().step_by(64) {
+                *b = b.wrapping_add(r as u8);
+            }
+            std::hint::black_box(&evict);
+            let t0 = clock();
+            f(on);
+            pair[usize::from(on)] = clock() - t0;
+        }
+        ta.push(pair[0] * 1e3);
+        tb.push(pair[1] * 1e3);
+        ratios.push(pair[1] / pair[0]);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (med(&mut ta), med(&mut tb), med(&mut ratios))
+}
+
 fn main() {
+    let ab_taps = std::env::var("AB").is_ok_and(|v| v == "taps");
     let reps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(15);
     // (name, cin, cout, k, stride, pad, groups, h)
     let shapes = [
@@ -61,6 +98,7 @@ fn main() {
         ("1x1 512->2048 @7", 512, 2048, 1, 1, 0, 1, 7),
         ("3x3 256->256 @14", 256, 256, 3, 1, 1, 1, 14),
         ("3x3 512->512 @7", 512, 512, 3, 1, 1, 1, 7),
+        ("3x3/2 256->256 @28", 256, 256, 3, 2, 1, 1, 28),
         ("3x3/2 512->512 @14", 512, 512, 3, 2, 1, 1, 14),
         ("1x1/2 1024->2048 @14", 1024, 2048, 1, 2, 0, 1, 14),
         ("1x1 2048->512 @7", 2048, 512, 1, 1, 0, 1, 7),
@@ -77,7 +115,11 @@ fn main() {
         let p = senet_kernels::peak::measure(std::time::Duration::from_millis(300));
         println!("FMA peak now, {t} thread(s): {:.0} GFLOP/s", p.gflops);
     }
-    println!("level {:?}, best of {reps}, GFLOP/s", simd::level());
+    if ab_taps {
+        println!("level {:?}, {reps} alternated pairs: median ms tap planes off / on, median ratio on/off", simd::level());
+    } else {
+        println!("level {:?}, best of {reps}, GFLOP/s", simd::level());
+    }
     let mut head = format!("{:<24}", "shape");
     for &n in &batches {
         for t in [1, 2] {
@@ -110,6 +152,17 @@ fn main() {
             let flops = 2.0 * (n * cout * oh * ow * (cin / groups) * k * k) as f64;
             for t in [1usize, 2] {
                 pool::set_num_threads(t).unwrap();
+                if ab_taps {
+                    let run = |on: bool| {
+                        set_taps(Some(on));
+                        blk.run(x, xs, y, Some(res), true);
+                    };
+                    let (off, on, ratio) = ab(reps, t, run);
+                    set_taps(None);
+                    let cell = format!("{off:.2}/{on:.2} {ratio:.3}");
+                    line += &format!(" {cell:>22}");
+                    continue;
+                }
                 let tb = best(reps, t, || {
                     if stem {
                         blk.run_nchw(x, xs, y, Some(res), true)

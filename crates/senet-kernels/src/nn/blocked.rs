@@ -183,11 +183,12 @@ struct Packing {
 /// Measurement overrides, read once from the environment: `SENET_BLK_NB=1|2|3|4` forces
 /// the output blocks per tile of dense layers, `SENET_BLK_ROWS2=0` disables two-row
 /// tiles, `SENET_BLK_MEMCHUNKS=0` the memory-sized chunks of batch-1 layers (see
-/// `exec_view`). They change speed only, never results.
+/// `exec_view`), `SENET_BLK_TAPS=0` the tap planes of strided k×k layers (`run_taps`). They change speed only, never results.
 struct Tunables {
     nb: Option<usize>,
     rows2: bool,
     no_mem_chunks: bool,
+    taps: bool,
 }
 
 /// Parses a Linux sysfs cache size ("512K", "2048K", "32M", "1024").
@@ -230,6 +231,26 @@ fn l2_bytes() -> usize {
 
 static L2_OVERRIDE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// [`set_taps`]'s override: 0 none (the environment decides), 1 on, 2 off.
+static TAPS_OVERRIDE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Turns the tap planes of strided k×k layers ([`ConvBlk`]'s `run_taps`) on or off
+/// (`None`: back to the default, on unless `SENET_BLK_TAPS=0`), for tests that compare
+/// both paths and for in-process measurements. Speed only: both paths compute the same
+/// values.
+#[doc(hidden)]
+pub fn set_taps(on: Option<bool>) {
+    TAPS_OVERRIDE.store(on.map_or(0, |o| if o { 1 } else { 2 }), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn taps_enabled() -> bool {
+    match TAPS_OVERRIDE.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => tunables().taps,
+    }
+}
+
 /// Overrides the L2 size the convolutions' loop-order rules assume (`None`: back to the
 /// detected one), for tests that drive every loop order on one machine. Speed only:
 /// every order computes the same bits, so calls running meanwhile stay correct.
@@ -251,6 +272,7 @@ fn tunables() -> &'static Tunables {
         nb: std::env::var("SENET_BLK_NB").ok().and_then(|v| v.parse().ok()),
         rows2: std::env::var("SENET_BLK_ROWS2").map_or(true, |v| v != "0"),
         no_mem_chunks: std::env::var("SENET_BLK_MEMCHUNKS").is_ok_and(|v| v == "0"),
+        taps: std::env::var("SENET_BLK_TAPS").map_or(true, |v| v != "0"),
     })
 }
 
@@ -302,6 +324,9 @@ struct XView {
     row: usize,
     col: usize,
     ci: usize,
+    /// Tap planes ([`ConvBlk::run_taps`]): per input block, one plane of the oh·ow
+    /// output pixels per kernel tap (`row` per ky, `col` per kx), 16 floats per pixel.
+    taps: bool,
 }
 
 impl ConvBlk {
@@ -539,7 +564,7 @@ impl ConvBlk {
         let (h, w) = (xs.h, xs.w);
         let cb = blocks(xs.c);
         // In Blk16, a narrow (cpb < 16) input still occupies one 16-lane block.
-        let view = XView { p: x.as_ptr(), img: cb * h * w * BLK, cb: h * w * BLK, row: w * BLK, col: BLK, ci: 1 };
+        let view = XView { p: x.as_ptr(), img: cb * h * w * BLK, cb: h * w * BLK, row: w * BLK, col: BLK, ci: 1, taps: false };
         if self.kh == 1 && self.kw == 1 && self.pad == 0 && self.stride > 1 {
             return self.run_subsampled(x, xs, y, residual, relu, sq, epi);
         }
@@ -583,7 +608,7 @@ impl ConvBlk {
                 }
             });
             let sub = Shape4::new(xs.n, xs.c, oh, ow);
-            let v = XView { p: dst.as_ptr(), img: cb * oh * ow * BLK, cb: oh * ow * BLK, row: ow * BLK, col: BLK, ci: 1 };
+            let v = XView { p: dst.as_ptr(), img: cb * oh * ow * BLK, cb: oh * ow * BLK, row: ow * BLK, col: BLK, ci: 1, taps: false };
             self.exec_view(simd::level(), v, sub, 1, false, oh, ow, y, residual, relu, sq, epi);
         });
     }
@@ -604,7 +629,7 @@ impl ConvBlk {
         assert_eq!(xs.c, self.cin, "conv_blk: input channels");
         assert_eq!(Some(x.len()), xs.len(), "conv_blk: input length");
         let (h, w, c) = (xs.h, xs.w, xs.c);
-        let view = XView { p: x.as_ptr(), img: c * h * w, cb: 0, row: w, col: 1, ci: h * w };
+        let view = XView { p: x.as_ptr(), img: c * h * w, cb: 0, row: w, col: 1, ci: h * w, taps: false };
         self.exec(view, x, xs, 1, c, y, residual, relu, None, Epi::Plain);
     }
 
@@ -629,6 +654,10 @@ impl ConvBlk {
             return;
         }
         let level = simd::level();
+        if e == BLK && self.taps_pay(level, oh, ow) {
+            self.run_taps(level, x, xs, oh, ow, y, residual, relu, sq, epi);
+            return;
+        }
         let (s, pad) = (self.stride, self.pad);
         if pad == 0 {
             self.exec_view(level, view, xs, s, false, oh, ow, y, residual, relu, sq, epi);
@@ -669,8 +698,80 @@ impl ConvBlk {
                 row: wp * e,
                 col: e,
                 ci: if e == BLK { 1 } else { hp * wp },
+                taps: false,
             };
             self.exec_view(level, v, xs, s, rows2, oh, ow, y, residual, relu, sq, epi);
+        });
+    }
+
+    /// Whether a strided k×k layer runs on tap planes ([`ConvBlk::run_taps`]): dense,
+    /// Blk16 input, not in two-row mode, and tiles over the flattened output average at
+    /// least 1.4× the pixels of tiles along its rows. Each weight a tile loads then feeds
+    /// that many more FMAs (these layers' weights stream from L2 per tile), against a
+    /// copy 2.25× the input. Measured on AVX2 (6-pixel tiles; `AB=taps` in the
+    /// `blocked_speed` example, alternated in one process, medians): 3×3/2 512→512 @14
+    /// (7-wide rows, 3.5 → 5.4 pixels per tile) 0.76–0.90× the time at batch 1 and 8,
+    /// 1 and 2 threads; 256→256 @28 (14-wide, 4.7 → 5.9) 1.07–1.14×, so not there.
+    /// `SENET_BLK_TAPS=0` or [`set_taps`] turns it off.
+    fn taps_pay(&self, level: SimdLevel, oh: usize, ow: usize) -> bool {
+        if !(self.uniform && self.cpb == BLK && self.stride > 1 && self.kh * self.kw > 1 && taps_enabled()) || self.rows2(level, oh, ow, BLK) {
+            return false;
+        }
+        let widest = |eow: usize, px: usize| kernels(level, self.tile_nb(level, false, false, eow).0, px, BLK).len();
+        let avg = |n: usize, rw: usize| n as f64 / n.div_ceil(rw.max(1)).max(1) as f64;
+        let p = oh * ow;
+        avg(p, widest(p, BLK)) >= 1.4 * avg(ow, widest(ow, self.stride * BLK))
+    }
+
+    /// A strided k×k convolution on tap planes: for each image, input block and kernel
+    /// tap (ky, kx), the input pixel each output pixel reads through that tap (zero where
+    /// it falls in the padding), as one plane of oh·ow pixels. The layer then runs like
+    /// a 1×1 layer on a flattened map (tiles span output rows, pixel stride 16), with
+    /// every tap in the kernels' usual order (block, ky, kx, channel): the same products
+    /// summed in the same order as on the padded input, plus exact zeros for taps in the
+    /// top and bottom padding (which the padded path skips; an exact zero added changes
+    /// no value). The copy holds kh·kw/s² times the input (9/4 for 3×3/2).
+    #[allow(clippy::too_many_arguments)]
+    fn run_taps(&self, level: SimdLevel, x: &[f32], xs: Shape4, oh: usize, ow: usize, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>, epi: Epi<'_>) {
+        let (h, w, s, pad) = (xs.h, xs.w, self.stride, self.pad);
+        let (kh, kw) = (self.kh, self.kw);
+        let cb = blocks(xs.c);
+        let p = oh * ow;
+        let per_block = kh * kw * p * BLK;
+        let planes = xs.n * cb;
+        let need = planes * per_block;
+        with_scratch(&PADDED, need, |dst| {
+            let dp = SyncPtr(dst.as_mut_ptr());
+            for_each_task(planes, need >= crate::pool::PAR_GRAIN, |t| {
+                // SAFETY: the tap planes of (image, block) t (per_block floats at
+                // t·per_block < need) belong to this task only.
+                let d = unsafe { std::slice::from_raw_parts_mut(dp.get().add(t * per_block), per_block) };
+                let src = &x[t * h * w * BLK..(t + 1) * h * w * BLK];
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let plane = &mut d[(ky * kw + kx) * p * BLK..][..p * BLK];
+                        // Output columns whose input column ox·s + kx − pad lies in 0..w.
+                        let ox0 = pad.saturating_sub(kx).div_ceil(s).min(ow);
+                        let ox1 = (w + pad).saturating_sub(kx).div_ceil(s).clamp(ox0, ow);
+                        for oy in 0..oh {
+                            let row = &mut plane[oy * ow * BLK..][..ow * BLK];
+                            let iy = (oy * s + ky).wrapping_sub(pad);
+                            if iy >= h {
+                                row.fill(0.0);
+                                continue;
+                            }
+                            row[..ox0 * BLK].fill(0.0);
+                            for ox in ox0..ox1 {
+                                let ix = ox * s + kx - pad;
+                                row[ox * BLK..][..BLK].copy_from_slice(&src[(iy * w + ix) * BLK..][..BLK]);
+                            }
+                            row[ox1 * BLK..].fill(0.0);
+                        }
+                    }
+                }
+            });
+            let v = XView { p: dst.as_ptr(), img: cb * per_block, cb: per_block, row: kw * p * BLK, col: p * BLK, ci: 1, taps: true };
+            self.exec_view(level, v, xs, s, false, oh, ow, y, residual, relu, sq, epi);
         });
     }
 
@@ -780,18 +881,25 @@ impl ConvBlk {
         let cob = blocks(self.cout);
         // A 1×1/1 unpadded convolution is a product over pixels: treat each image as
         // one row of h·w pixels so that tiles never break at row ends.
-        let flat = self.kh == 1 && self.kw == 1 && s == 1 && self.pad == 0;
+        // Tap planes (`run_taps`) are flat too: every tap a plane of the output pixels.
+        let flat = v.taps || (self.kh == 1 && self.kw == 1 && s == 1 && self.pad == 0);
         let (eoh, eow) = if flat { (1, oh * ow) } else { (oh, ow) };
         let (want_nb, counts) = match epi {
             Epi::Scaled { nb, counts, .. } => (nb, counts),
-            _ => self.tile_nb(level, flat, rows2, eow),
+            _ => self.tile_nb(level, flat && !v.taps, rows2, eow),
         };
         let groups = block_groups(cob, want_nb, counts);
         let wpack_arc = self.packed(want_nb, counts);
         let wpack: &[f32] = wpack_arc.as_slice();
         // Tiles of a row: eow split evenly into pieces no wider than every group's
         // widest kernel (the same tiling for all groups, so tile-outer order works).
-        let px = if flat { view_px(&v, 1) } else { view_px(&v, s) };
+        let px = if v.taps {
+            BLK
+        } else if flat {
+            view_px(&v, 1)
+        } else {
+            view_px(&v, s)
+        };
         let mut rw_max = groups.iter().map(|&(_, nb)| kernels(level, nb, px, self.cpb).len()).min().unwrap_or(1);
         let fns2 = if rows2 { kernels_rows2(level, px, self.cpb) } else { None };
         if let Some(f) = fns2 {
@@ -866,7 +974,7 @@ impl ConvBlk {
         // measured +20% on 3×3 512→512 at 7×7 and 3×3/2 at 14×14, batch 1.
         let wpf = if !(self.uniform && self.cpb == BLK && self.nib[0] * self.cpb >= PF_MIN_K) {
             0
-        } else if flat {
+        } else if self.kh * self.kw == 1 {
             PF_BLOCKS
         } else {
             PF_BLOCKS_KXK
@@ -897,7 +1005,7 @@ impl ConvBlk {
             };
             let out_off = n * y_img + ob0 * y_ob + (oy * eow + x0) * BLK;
             let xoff = if flat {
-                x0 * v.col
+                x0 * px
             } else if rows2 {
                 oy * s * v.row + x0 * s * v.col
             } else if ky1 == ky0 {
@@ -1193,5 +1301,67 @@ mod tests {
         // Whatever the host, the budget is a sane number of floats.
         let b = l2_budget_floats();
         assert!((1 << 14..=1 << 30).contains(&b), "{b}");
+    }
+
+    /// Strided k×k layers on tap planes compute bitwise what they compute on the padded
+    /// input (same products in the same order; the extra top/bottom padding taps add
+    /// exact zeros to accumulators that are never −0), with and without residual and
+    /// ReLU, on every level; on AVX2 every case takes the tap planes (7- and 8-wide
+    /// rows, 2-wide, stride 3 without padding, 5×5 padding 2, channel tails, batch 3).
+    /// The squeeze means agree to rounding: their float32 partial sums are per tile,
+    /// and the tiles differ (a partial sum of at most 24 pixels is off by ≤ 24·u·Σ|y|
+    /// over them, so a mean by ≤ 24·u·mean|y|; checked with 32·u).
+    #[test]
+    fn tap_planes_compute_the_padded_paths_bits() {
+        let data = |len: usize, seed: usize| -> Vec<f32> { (0..len).map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) * 1e-3).collect() };
+        // (n, cin, h, w, cout, k, stride, pad)
+        let cases = [
+            (1, 32, 13, 14, 48, 3, 2, 1),
+            (3, 64, 14, 14, 32, 3, 2, 1),
+            (2, 16, 16, 15, 16, 5, 2, 2),
+            (1, 32, 9, 21, 16, 3, 3, 0),
+            (2, 20, 5, 3, 24, 3, 2, 1),
+        ];
+        crate::simd::for_each_level(|level| {
+            for (i, &(n, cin, h, w, cout, k, stride, pad)) in cases.iter().enumerate() {
+                let conv = ConvBlk::new(&data(cout * cin * k * k, i), &data(cout, i + 10), cin, cout, k, k, stride, pad, 1);
+                let (oh, ow) = conv.output_hw(h, w).unwrap();
+                let xs = Shape4::new(n, cin, h, w);
+                let ys = Shape4::new(n, cout, oh, ow);
+                let mut x = data(blk16_len(xs), i + 20);
+                // Zero padding lanes (the Blk16 invariant).
+                for (j, v) in x.iter_mut().enumerate() {
+                    if (j / (h * w * BLK)) % blocks(cin) * BLK + j % BLK >= cin {
+                        *v = 0.0;
+                    }
+                }
+                let r = data(blk16_len(ys), i + 30);
+                if level == SimdLevel::Avx2 {
+                    assert!(conv.taps_pay(level, oh, ow), "case {i} must take the tap planes on AVX2");
+                }
+                let what = format!("{level:?} case {i}: n={n} {cin}->{cout} {k}x{k}/{stride} pad {pad} {h}x{w}");
+                for (res, relu) in [(false, false), (true, true)] {
+                    let mut outs = Vec::new();
+                    for taps in [false, true] {
+                        set_taps(Some(taps));
+                        let mut y = vec![f32::NAN; blk16_len(ys)];
+                        let mut m = vec![f32::NAN; n * cout];
+                        conv.run_squeeze(&x, xs, &mut y, res.then_some(&r[..]), relu, &mut m);
+                        outs.push((y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), m.iter().map(|v| v.to_bits()).collect::<Vec<_>>()));
+                    }
+                    set_taps(None);
+                    assert_eq!(outs[0].0, outs[1].0, "{what} res={res} relu={relu}: outputs");
+                    let y: Vec<f32> = outs[0].0.iter().map(|&b| f32::from_bits(b)).collect();
+                    for (c, (a, b)) in outs[0].1.iter().zip(&outs[1].1).enumerate() {
+                        let (nn, ch) = (c / cout, c % cout);
+                        let plane = &y[((nn * blocks(cout) + ch / BLK) * oh * ow) * BLK..][..oh * ow * BLK];
+                        let mean_abs = plane.iter().skip(ch % BLK).step_by(BLK).map(|v| v.abs() as f64).sum::<f64>() / (oh * ow) as f64;
+                        let (a, b) = (f32::from_bits(*a) as f64, f32::from_bits(*b) as f64);
+                        assert!((a - b).abs() <= 32.0 * f32::EPSILON as f64 / 2.0 * mean_abs, "{what} res={res} relu={relu}: mean {c}: {a} vs {b}");
+                    }
+                    assert!(outs[0].0.iter().any(|&b| b != 0), "{what}: outputs all zero");
+                }
+            }
+        });
     }
 }
