@@ -298,8 +298,9 @@ const PF_BLOCKS_KXK: usize = 1;
 /// Tiles per kernel call in tile-outer order (each run of pixels goes through every
 /// output group while its input is in L1).
 const TILE_OUTER_RUN: usize = 4;
-/// Tiles per kernel call when the SE gate pass follows the call (on the run's outputs
-/// while they are in L1: 8 tiles of 6 pixels are 3 KiB per output block).
+/// Tiles per kernel call when the SE gate pass or the squeeze's partial sums follow the
+/// call (on the run's outputs while they are in L1: 8 tiles of 6 pixels are 3 KiB per
+/// output block).
 const GATED_RUN: usize = 8;
 
 /// Input floats between consecutive output pixels of a row.
@@ -989,7 +990,7 @@ impl ConvBlk {
         // One tile: rows oy..oy+rh (rh = 2 only with two-row kernels), pixels of tile ti,
         // image n, output-block group gi.
         // `m` tiles ti..ti+m of one row, all of the same width (m > 1 only for one-row
-        // tiles without the squeeze epilogue, which sums per tile).
+        // tiles).
         let run_rows = |n: usize, gi: usize, oy: usize, ti: usize, rh: usize, m: usize| {
             let (ob0, nb) = groups[gi];
             // Even split: the first eow % ntile tiles get one extra pixel.
@@ -1092,21 +1093,26 @@ impl ConvBlk {
                 }
             }
             if want_sums {
-                for r in 0..rh {
-                    for b in 0..nb {
-                        let ob = ob0 + b;
-                        let mut acc = [0.0f32; BLK];
-                        // SAFETY: the rw·16 outputs just written by this tile (row oy+r,
-                        // block ob); still in L1.
-                        let row = unsafe { std::slice::from_raw_parts(yp.get().add(n * y_img + ob * y_ob + ((oy + r) * eow + x0) * BLK), rw * BLK) };
-                        for px in row.chunks_exact(BLK) {
-                            for (a, v) in acc.iter_mut().zip(px) {
-                                *a += v;
+                // One partial sum per tile of the run (the same values as one call per
+                // tile: the tiles' outputs are), each over its rw pixels.
+                for (k, tk) in (ti..ti + m).enumerate() {
+                    let xk = x0 + k * rw;
+                    for r in 0..rh {
+                        for b in 0..nb {
+                            let ob = ob0 + b;
+                            let mut acc = [0.0f32; BLK];
+                            // SAFETY: the rw·16 outputs just written by tile tk of this
+                            // call (row oy+r, block ob); still in L1.
+                            let row = unsafe { std::slice::from_raw_parts(yp.get().add(n * y_img + ob * y_ob + ((oy + r) * eow + xk) * BLK), rw * BLK) };
+                            for px in row.chunks_exact(BLK) {
+                                for (a, v) in acc.iter_mut().zip(px) {
+                                    *a += v;
+                                }
                             }
+                            // SAFETY: slot (n, oy+r, tk, ob) belongs to this tile only.
+                            let slot = ((n * eoh + oy + r) * ntile + tk) * cob + ob;
+                            unsafe { std::ptr::copy_nonoverlapping(acc.as_ptr(), pp.get().add(slot * BLK), BLK) };
                         }
-                        // SAFETY: slot (n, oy+r, ti, ob) belongs to this tile only.
-                        let slot = ((n * eoh + oy + r) * ntile + ti) * cob + ob;
-                        unsafe { std::ptr::copy_nonoverlapping(acc.as_ptr(), pp.get().add(slot * BLK), BLK) };
                     }
                 }
             }
@@ -1127,8 +1133,8 @@ impl ConvBlk {
             }
         };
         // Items start..end as runs of same-width tiles of one row, at most `cap` per run:
-        // (item, tiles). Without runs (two-row tiles, the per-tile squeeze) one item each.
-        let runs_ok = !rows2 && !want_sums;
+        // (item, tiles). Without runs (two-row tiles) one item each.
+        let runs_ok = !rows2;
         let next_run = |item: usize, end: usize, cap: usize| -> usize {
             if !runs_ok {
                 return 1;
@@ -1157,7 +1163,7 @@ impl ConvBlk {
             // Tile-outer keeps a run's input in L1 across the groups: short runs.
             let cap = if tile_outer {
                 TILE_OUTER_RUN
-            } else if gated {
+            } else if gated || want_sums {
                 GATED_RUN
             } else {
                 usize::MAX
