@@ -986,7 +986,11 @@ impl ConvBlk {
         let mut part = if sq.is_some() { vec![0.0f32; xs.n * eoh * ntile * cob * BLK] } else { Vec::new() };
         let pp = SyncPtr(part.as_mut_ptr());
         let want_sums = sq.is_some();
-        let gated = gate.is_some();
+        // SE gates: on AVX2 applied by the tiles' epilogue (`Tile::gate`), elsewhere by a
+        // pass over each run's outputs after the call (`gate_tile`); both round as
+        // `act((acc + bias) · gate + residual)`, so the results are the same bits.
+        let gate_in_tile = gate.is_some() && level == SimdLevel::Avx2;
+        let gated = gate.is_some() && !gate_in_tile;
         // One tile: rows oy..oy+rh (rh = 2 only with two-row kernels), pixels of tile ti,
         // image n, output-block group gi.
         // `m` tiles ti..ti+m of one row, all of the same width (m > 1 only for one-row
@@ -1035,8 +1039,11 @@ impl ConvBlk {
                     }
                     .add(ob0 * BLK)
                 },
-                // With gates, the residual and ReLU come after the gate (below).
+                // With gates (pass after the call), the residual and ReLU come after the gate (below).
                 res: if rp.get().is_null() || gated { std::ptr::null() } else { unsafe { rp.get().add(out_off) } },
+                // SAFETY: the gates of image n, blocks ob0..ob0+nb lie inside the gates
+                // ((n·cob + ob0 + nb)·16 ≤ gates.len(), checked in exec).
+                gate: if gate_in_tile { unsafe { gp.get().add((n * cob + ob0) * BLK) } } else { std::ptr::null() },
                 y: unsafe { yp.get().add(out_off) },
                 ncb: self.nib[ob0],
                 cpb: self.cpb,

@@ -31,6 +31,9 @@ pub(super) struct Tile {
     pub bias: *const f32,
     /// Residual at the tile's first output (same layout as y), or null.
     pub res: *const f32,
+    /// SE gates of the tile's NB·16 output channels, or null: the epilogue then computes
+    /// `act((acc + bias) · gate [+ res])`, rounding as the separate gate pass does.
+    pub gate: *const f32,
     /// Output at the tile's first output (Blk16: block stride `y_ob`, pixel stride 16).
     pub y: *mut f32,
     /// Input blocks, channels per block, valid kernel rows, kernel columns.
@@ -157,7 +160,7 @@ unsafe fn tile_k1<V: Vf32, const RH: usize, const RW: usize, const NV: usize, co
     store_tile::<V, RH, RW, NV>(t, &acc);
 }
 
-/// The tile's epilogue: `y = act(acc + bias [+ res])` for every accumulator.
+/// The tile's epilogue: `y = act((acc + bias) [· gate] [+ res])` for every accumulator.
 #[inline(always)]
 unsafe fn store_tile<V: Vf32, const RH: usize, const RW: usize, const NV: usize>(t: &Tile, acc: &[[[V; NV]; RW]; RH]) {
     let vpb = 16 / V::LANES;
@@ -166,6 +169,9 @@ unsafe fn store_tile<V: Vf32, const RH: usize, const RW: usize, const NV: usize>
             for (j, &s) in a.iter().enumerate() {
                 let off = r * t.y_orow + (j / vpb) * t.y_ob + p * 16 + (j % vpb) * V::LANES;
                 let mut v = s.add(V::load(t.bias.add((j / vpb) * 16 + (j % vpb) * V::LANES)));
+                if !t.gate.is_null() {
+                    v = v.mul(V::load(t.gate.add((j / vpb) * 16 + (j % vpb) * V::LANES)));
+                }
                 if !t.res.is_null() {
                     v = v.add(V::load(t.res.add(off)));
                 }
@@ -451,7 +457,7 @@ mod tests {
 
     /// The assembly tiles compute bitwise what the generic `tile_k` does (same FMAs in
     /// the same order, same epilogue), for every pixel count and stride they exist for,
-    /// with and without prefetch, residual and ReLU; and a call for a run of tiles
+    /// with and without prefetch, residual, ReLU and SE gate; and a call for a run of tiles
     /// (`ntiles` > 1) computes what one call per tile does.
     #[test]
     fn avx2_assembly_tiles_match_the_generic_kernel_bitwise() {
@@ -465,6 +471,7 @@ mod tests {
         let x = data(ncb * x_cb + 1024, 1);
         let w = data(ncb * w_cb, 2);
         let bias = data(16, 3);
+        let gate: Vec<f32> = data(16, 5).iter().map(|g| 0.5 + g).collect();
         const RUN: usize = 3;
         let res = data(RUN * 6 * 16, 4);
         type Pair = (usize, usize, TileFn, TileFn);
@@ -477,12 +484,13 @@ mod tests {
             (32, 6, avx2::<6, 2, 32>, avx2_asm6::<32>),
         ];
         for (px, n, generic, asm) in pairs {
-            for (pf, with_res, relu) in [(0, false, false), (1, true, true), (2, false, true), (0, true, false)] {
+            for (pf, with_res, relu, with_gate) in [(0, false, false, false), (1, true, true, true), (2, false, true, false), (0, true, false, true)] {
                 let tile = |y: &mut [f32], first: usize, ntiles: usize| Tile {
                     x: x[first * n * px..].as_ptr(),
                     w: w.as_ptr(),
                     bias: bias.as_ptr(),
                     res: if with_res { res[first * n * 16..].as_ptr() } else { std::ptr::null() },
+                    gate: if with_gate { gate.as_ptr() } else { std::ptr::null() },
                     y: y[first * n * 16..].as_mut_ptr(),
                     ncb,
                     cpb: 16,
@@ -516,7 +524,7 @@ mod tests {
                     }
                 }
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                let what = format!("stride {px}, {n} pixels, pf {pf}, res {with_res}, relu {relu}");
+                let what = format!("stride {px}, {n} pixels, pf {pf}, res {with_res}, relu {relu}, gate {with_gate}");
                 assert_eq!(bits(&out[0]), bits(&out[1]), "{what}: assembly vs generic");
                 assert_eq!(bits(&out[0]), bits(&out[2]), "{what}: one call per run vs per tile");
                 assert!(out[0][(RUN - 1) * n * 16..].iter().any(|&v| v != 0.0));
