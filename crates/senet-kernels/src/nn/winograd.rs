@@ -10,8 +10,8 @@
 //! transform position ξ (P = A² of them) that sum is a GEMM
 //! `M_ξ[tile][co] = Σ_ci V_ξ[tile][ci] · U_ξ[ci][co]`.
 //! 1. Weights: `U = G g Gᵀ` once at construction (in float64, rounded once), packed per
-//!    group of ≤ 2 output blocks as `[ξ][ci (padded to 16·⌈cin/16⌉)][nb·16 co]`,
-//!    64-byte aligned.
+//!    group of ≤ 2 output blocks (AVX-512; 1 on the other levels, see `group_blocks`)
+//!    as `[ξ][ci (padded to 16·⌈cin/16⌉)][nb·16 co]`, 64-byte aligned.
 //! 2. Per task (a block of T consecutive tiles of the whole batch × a range of output
 //!    block groups): the input transform `V = Bᵀ d B` of the T tiles, all input blocks,
 //!    vectorized over the 16 channel lanes, into per-thread scratch `[ξ][cb][T][16]`.
@@ -273,6 +273,21 @@ static AVX2_K1_16: &[GemmFn] =
 static AVX2_K1_32: &[GemmFn] =
     &[gemm_avx2::<1, 2>, gemm_avx2::<2, 2>, gemm_avx2::<3, 2>, gemm_avx2_asm4::<32>, gemm_avx2_asm5::<32>, gemm_avx2_asm6::<32>];
 static SCALAR_K1: &[GemmFn] = gtable!(gemm_scalar, 16, [1, 2, 3, 4]);
+
+/// Output blocks per weight group for a layer built at `level`: 2 where the level has
+/// 2-block GEMM kernels (AVX-512), else 1. A 1-block GEMM call on a 2-block group reads
+/// half of every 128-byte weight row (every other cache line); with its own group it
+/// reads whole lines in order. Measured on AVX2 (Zen 3, cold caches, `winograd_speed`,
+/// alternated): 0.86–0.98× the time at 64@56 … 512@7, batch 1 and 8, F(2,3) and F(4,3).
+/// A layer keeps its packing if the level changes later (the other level's kernels
+/// run on it too).
+fn group_blocks(level: SimdLevel) -> usize {
+    if gemm_tables(level).0.is_empty() {
+        1
+    } else {
+        2
+    }
+}
 
 /// (kernels for 2-block groups (empty: none), kernels for 1 block with a weight row of
 /// 16 floats, the same with a row of 32 (a 2-block group's blocks run one by one)),
@@ -650,6 +665,14 @@ impl ConvWino {
 
     /// As [`ConvWino::new`] with the given tile size.
     pub fn with_tile(weight: &[f32], bias: &[f32], cin: usize, cout: usize, tile: WinoTile) -> ConvWino {
+        Self::with_tile_grouped(weight, bias, cin, cout, tile, group_blocks(simd::level()))
+    }
+
+    /// [`ConvWino::with_tile`] with the weights packed in groups of `gsz` (1 or 2) output
+    /// blocks whatever the SIMD level, for tests (every packing runs on every level and
+    /// computes the same bits).
+    #[doc(hidden)]
+    pub fn with_tile_grouped(weight: &[f32], bias: &[f32], cin: usize, cout: usize, tile: WinoTile, gsz: usize) -> ConvWino {
         assert!(cin > 0 && cout > 0, "conv_wino: zero channels");
         assert_eq!(weight.len(), cout * cin * 9, "conv_wino: weight length");
         assert_eq!(bias.len(), cout, "conv_wino: bias length");
@@ -660,8 +683,9 @@ impl ConvWino {
         let mut groups = Vec::new();
         let mut uoff = Vec::new();
         let mut total = 0;
-        for ob0 in (0..cob).step_by(2) {
-            let nb = 2.min(cob - ob0);
+        assert!(gsz == 1 || gsz == 2, "conv_wino: output blocks per group must be 1 or 2");
+        for ob0 in (0..cob).step_by(gsz) {
+            let nb = gsz.min(cob - ob0);
             groups.push((ob0, nb));
             uoff.push(total);
             total += p * k * nb * BLK;
@@ -671,7 +695,7 @@ impl ConvWino {
         let mut gg = vec![0.0f64; a * 3];
         for co in 0..cout {
             let (ob, lane) = (co / BLK, co % BLK);
-            let (gi, b) = (ob / 2, ob % 2);
+            let (gi, b) = (ob / gsz, ob % gsz);
             let nb = groups[gi].1;
             for ci in 0..cin {
                 let g = &weight[(co * cin + ci) * 9..][..9];
