@@ -86,17 +86,32 @@ const CASES: &[(usize, usize, usize, usize, usize)] = &[
 ];
 
 /// Runs every case on the current level; returns the max err/Σ|terms| per tile kind.
+/// A random 3×3 layer and input: NCHW input, weights, bias, shapes, Blk16 input.
+struct Layer {
+    x: Vec<f32>,
+    wt: Vec<f32>,
+    b: Vec<f32>,
+    xs: Shape4,
+    ys: Shape4,
+    xb: Vec<f32>,
+}
+
+fn layer(rng: &mut Rng, n: usize, cin: usize, cout: usize, h: usize, w: usize) -> Layer {
+    let x = rng.vec(n * cin * h * w);
+    let wt = rng.vec(cout * cin * 9);
+    let b = rng.vec(cout);
+    let (xs, ys) = (Shape4::new(n, cin, h, w), Shape4::new(n, cout, h, w));
+    let xb = to_blk(&x, xs);
+    Layer { x, wt, b, xs, ys, xb }
+}
+
 fn run_cases(check: bool) -> [f64; 2] {
     let mut worst = [0.0f64; 2];
     for (i, &(n, cin, cout, h, w)) in CASES.iter().enumerate() {
         let mut rng = Rng(0x3a3a + i as u64);
-        let x = rng.vec(n * cin * h * w);
-        let wt = rng.vec(cout * cin * 9);
-        let b = rng.vec(cout);
-        let xs = Shape4::new(n, cin, h, w);
-        let ys = Shape4::new(n, cout, h, w);
+        let Layer { x, wt, b, xs, ys, xb } = layer(&mut rng, n, cin, cout, h, w);
         let res = rng.vec(ys.len().unwrap());
-        let (xb, rb) = (to_blk(&x, xs), to_blk(&res, ys));
+        let rb = to_blk(&res, ys);
         let (base, base_bound) = conv_ref(n, cin, cout, h, w, &x, &wt, &b);
         let big = cin * h * w >= 64 * 28 * 28;
         let combos: &[(bool, bool)] = if big { &[(false, false), (true, true)] } else { &[(false, false), (false, true), (true, false), (true, true)] };
@@ -154,13 +169,7 @@ fn conv_wino_matches_reference_on_every_level() {
 #[test]
 fn conv_wino_agrees_with_conv_blk() {
     let (n, cin, cout, h, w) = (2, 48, 40, 10, 9);
-    let mut rng = Rng(77);
-    let x = rng.vec(n * cin * h * w);
-    let wt = rng.vec(cout * cin * 9);
-    let b = rng.vec(cout);
-    let xs = Shape4::new(n, cin, h, w);
-    let ys = Shape4::new(n, cout, h, w);
-    let xb = to_blk(&x, xs);
+    let Layer { wt, b, xs, ys, xb, .. } = layer(&mut Rng(77), n, cin, cout, h, w);
     let blk = ConvBlk::new(&wt, &b, cin, cout, 3, 3, 1, 1, 1);
     let wino = ConvWino::new(&wt, &b, cin, cout);
     assert_eq!(wino.output_hw(h, w), blk.output_hw(h, w));
@@ -182,12 +191,7 @@ fn conv_wino_weight_groupings_compute_the_same_bits() {
     simd::for_each_level(|level| {
         for (i, &(n, cin, cout, h, w)) in [(2, 48, 40, 10, 9), (1, 32, 80, 7, 7), (3, 16, 48, 12, 5)].iter().enumerate() {
             let mut rng = Rng(0x6b0 + i as u64);
-            let x = rng.vec(n * cin * h * w);
-            let wt = rng.vec(cout * cin * 9);
-            let b = rng.vec(cout);
-            let xs = Shape4::new(n, cin, h, w);
-            let ys = Shape4::new(n, cout, h, w);
-            let xb = to_blk(&x, xs);
+            let Layer { wt, b, xs, ys, xb, .. } = layer(&mut rng, n, cin, cout, h, w);
             let rb = to_blk(&rng.vec(ys.len().unwrap()), ys);
             for tile in [WinoTile::F2, WinoTile::F4] {
                 let outs: Vec<Vec<u32>> = [1, 2]
