@@ -183,7 +183,8 @@ struct Packing {
 /// Measurement overrides, read once from the environment: `SENET_BLK_NB=1|2|3|4` forces
 /// the output blocks per tile of dense layers, `SENET_BLK_ROWS2=0` disables two-row
 /// tiles, `SENET_BLK_MEMCHUNKS=0` the memory-sized chunks of batch-1 layers (see
-/// `exec_view`), `SENET_BLK_TAPS=0` the tap planes of strided k×k layers (`run_taps`). They change speed only, never results.
+/// `exec_view`), `SENET_BLK_TAPS=0` the tap planes of strided k×k layers (`run_taps`).
+/// They change speed only, never results.
 struct Tunables {
     nb: Option<usize>,
     rows2: bool,
@@ -1039,7 +1040,8 @@ impl ConvBlk {
                     }
                     .add(ob0 * BLK)
                 },
-                // With gates (pass after the call), the residual and ReLU come after the gate (below).
+                // With a gate pass after the call, the residual and ReLU come after the
+                // gate (below).
                 res: if rp.get().is_null() || gated { std::ptr::null() } else { unsafe { rp.get().add(out_off) } },
                 // SAFETY: the gates of image n, blocks ob0..ob0+nb lie inside the gates
                 // ((n·cob + ob0 + nb)·16 ≤ gates.len(), checked in exec).
