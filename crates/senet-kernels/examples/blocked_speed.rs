@@ -21,53 +21,58 @@ fn buf(len: usize, f: impl Fn(usize) -> f32) -> (Vec<f32>, usize) {
     common::buf(len, std::env::var("ALIGN").map_or(true, |v| v != "0"), f)
 }
 
-/// Best time of `reps` runs. At 1 thread the work runs inline on this thread, so its
-/// CPU time is measured (other processes on the shared machine cannot inflate it).
-/// With `COLD=1`, a 64 MiB buffer is rewritten before every timed run, so that the
-/// weights come from memory as in a batch-1 forward (where each layer's weights are
-/// read once), not from the cache the previous run left them in.
-fn best(reps: usize, threads: usize, mut f: impl FnMut()) -> f64 {
-    let cold = std::env::var("COLD").is_ok_and(|v| v == "1");
-    let mut evict = if cold { vec![0u8; 64 << 20] } else { Vec::new() };
-    f(); // warm-up
-    let wall = Instant::now();
-    let clock = || if threads == 1 { thread_cpu_seconds() } else { wall.elapsed().as_secs_f64() };
-    let mut t = f64::INFINITY;
-    for r in 0..reps {
-        for b in evict.iter_mut().step_by(64) {
-            *b = b.wrapping_add(r as u8);
+/// Times single runs. At 1 thread the work runs inline on this thread, so its CPU time
+/// is measured (other processes on the shared machine cannot inflate it). With
+/// `COLD=1`, a 64 MiB buffer is rewritten before every timed run, so that the weights
+/// come from memory as in a batch-1 forward (where each layer's weights are read once),
+/// not from the cache the previous run left them in.
+struct Timer {
+    evict: Vec<u8>,
+    wall: Instant,
+    threads: usize,
+    round: u8,
+}
+
+impl Timer {
+    fn new(threads: usize) -> Timer {
+        let cold = std::env::var("COLD").is_ok_and(|v| v == "1");
+        Timer { evict: if cold { vec![0u8; 64 << 20] } else { Vec::new() }, wall: Instant::now(), threads, round: 0 }
+    }
+
+    /// Seconds `f` takes, after the optional eviction.
+    fn time(&mut self, f: impl FnOnce()) -> f64 {
+        self.round = self.round.wrapping_add(1);
+        for b in self.evict.iter_mut().step_by(64) {
+            *b = b.wrapping_add(self.round);
         }
-        std::hint::black_box(&evict);
+        std::hint::black_box(&self.evict);
+        let clock = || if self.threads == 1 { thread_cpu_seconds() } else { self.wall.elapsed().as_secs_f64() };
         let t0 = clock();
         f();
-        t = t.min(clock() - t0);
+        clock() - t0
     }
-    t
+}
+
+/// Best time of `reps` runs (see [`Timer`]).
+fn best(reps: usize, threads: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up
+    let mut timer = Timer::new(threads);
+    (0..reps).map(|_| timer.time(&mut f)).fold(f64::INFINITY, f64::min)
 }
 
 /// `AB=taps`: the layer with tap planes off (A) and on (B), alternated run by run
-/// (`reps` pairs, the order flipping every pair; cold caches with `COLD=1`): median ms
-/// of each and the median of the per-pair ratios B/A, so that a noisy host slows both
-/// alike.
+/// (`reps` pairs, the order flipping every pair; see [`Timer`]): median ms of each and
+/// the median of the per-pair ratios B/A, so that a noisy host slows both alike.
 fn ab(reps: usize, threads: usize, mut f: impl FnMut(bool)) -> (f64, f64, f64) {
-    let cold = std::env::var("COLD").is_ok_and(|v| v == "1");
-    let mut evict = if cold { vec![0u8; 64 << 20] } else { Vec::new() };
     f(false);
     f(true);
-    let wall = Instant::now();
-    let clock = || if threads == 1 { thread_cpu_seconds() } else { wall.elapsed().as_secs_f64() };
+    let mut timer = Timer::new(threads);
     let (mut ta, mut tb, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..reps {
         let mut pair = [0.0f64; 2];
         for k in 0..2 {
             let on = (k + r) % 2 == 1;
-            for b in evict.iter_mut().step_by(64) {
-                *b = b.wrapping_add(r as u8);
-            }
-            std::hint::black_box(&evict);
-            let t0 = clock();
-            f(on);
-            pair[usize::from(on)] = clock() - t0;
+            pair[usize::from(on)] = timer.time(|| f(on));
         }
         ta.push(pair[0] * 1e3);
         tb.push(pair[1] * 1e3);
@@ -152,24 +157,24 @@ fn main() {
             let flops = 2.0 * (n * cout * oh * ow * (cin / groups) * k * k) as f64;
             for t in [1usize, 2] {
                 pool::set_num_threads(t).unwrap();
-                if ab_taps {
-                    let run = |on: bool| {
-                        set_taps(Some(on));
-                        blk.run(x, xs, y, Some(res), true);
-                    };
-                    let (off, on, ratio) = ab(reps, t, run);
-                    set_taps(None);
-                    let cell = format!("{off:.2}/{on:.2} {ratio:.3}");
-                    line += &format!(" {cell:>22}");
-                    continue;
-                }
-                let tb = best(reps, t, || {
+                let mut run = || {
                     if stem {
                         blk.run_nchw(x, xs, y, Some(res), true)
                     } else {
                         blk.run(x, xs, y, Some(res), true)
                     }
-                });
+                };
+                if ab_taps {
+                    let (off, on, ratio) = ab(reps, t, |on| {
+                        set_taps(Some(on));
+                        run();
+                    });
+                    set_taps(None);
+                    let cell = format!("{off:.2}/{on:.2} {ratio:.3}");
+                    line += &format!(" {cell:>22}");
+                    continue;
+                }
+                let tb = best(reps, t, run);
                 let cell = format!("{:.1}", flops / tb / 1e9);
                 line += &format!(" {cell:>15}");
             }
