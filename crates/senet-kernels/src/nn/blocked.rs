@@ -973,7 +973,8 @@ impl ConvBlk {
         // stream from L2 (or, for the first tile, from memory) per tile; prefetching
         // ahead hides that latency: 1×1 two input blocks (32 channels) ahead, measured
         // +15–25% on 1×1 ≥ 512 channels in; k×k one input block (k²·16 steps) ahead,
-        // measured +20% on 3×3 512→512 at 7×7 and 3×3/2 at 14×14, batch 1.
+        // measured +20% on 3×3 512→512 at 7×7 and 3×3/2 at 14×14, batch 1. (The AVX2
+        // assembly tiles prefetch weights for the first tile of each run only.)
         let wpf = if !(self.uniform && self.cpb == BLK && self.nib[0] * self.cpb >= PF_MIN_K) {
             0
         } else if self.kh * self.kw == 1 {
