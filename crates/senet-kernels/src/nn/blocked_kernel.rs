@@ -307,6 +307,39 @@ macro_rules! avx2_asm {
             for i in 0..run.ntiles {
                 let t = &run.nth(i);
                 let mut a: [__m256; 2 * $n] = [_mm256_setzero_ps(); 2 * $n];
+                if t.nky == 1 && t.kw == 1 {
+                    // 1×1 (and tap planes): one step block per input block, so a flat
+                    // loop with two moving pointers (the general loop nest below keeps
+                    // ~25 bookkeeping macro-ops per block, some of them spills).
+                    // Blocks with a block `t.pf` ahead prefetch it as below.
+                    let (mut x, mut w) = (t.x, t.w);
+                    let npf = if t.pf != 0 { t.ncb.saturating_sub(t.pf) } else { 0 };
+                    let (xa, wa) = (t.pf * t.x_cb, t.pf * t.w_cb);
+                    for _ in 0..npf {
+                        if i == 0 {
+                            for ci in 0..16 {
+                                _mm_prefetch::<_MM_HINT_T0>(w.add(wa + ci * 16) as *const i8);
+                            }
+                        }
+                        for p in 0..$n {
+                            _mm_prefetch::<_MM_HINT_T0>(x.add(xa + p * PX) as *const i8);
+                        }
+                        // SAFETY: as below (ky = kx = 0).
+                        $step::<PX, 16>(x, w, &mut a);
+                        x = x.add(t.x_cb);
+                        w = w.add(t.w_cb);
+                    }
+                    for _ in npf..t.ncb {
+                        // SAFETY: as below (ky = kx = 0).
+                        $step::<PX, 16>(x, w, &mut a);
+                        x = x.add(t.x_cb);
+                        w = w.add(t.w_cb);
+                    }
+                    let v = |i: usize| crate::vec::Avx2(a[i]);
+                    let acc = [[$([v(2 * $i), v(2 * $i + 1)]),*]];
+                    store_tile::<crate::vec::Avx2, 1, $n, 2>(t, &acc);
+                    continue;
+                }
                 for cb in 0..t.ncb {
                     // Prefetch only inside this tile's weights, as `tile_k`.
                     let pf = t.pf != 0 && cb + t.pf < t.ncb;
