@@ -386,6 +386,107 @@ avx2_asm!(avx2_asm5, 5, avx2_step16_5, [0, 1, 2, 3, 4]);
 #[cfg(target_arch = "x86_64")]
 avx2_asm!(avx2_asm4, 4, avx2_step16_4, [0, 1, 2, 3]);
 
+/// Defines the AVX2 stem tile `$name` of `$n` pixels × 16 channels: [`tile_k`]`::<Avx2,
+/// 1, $n, 2, STEM_PX>` for [`STEM_CPB`]-channel NCHW input (channel planes `x_ci` apart,
+/// kernel columns one float apart), with the whole loop nest (ky, kx, ci) in assembly:
+/// per tap 3 steps of 2 weight loads, $n broadcasts and 2·$n FMAs (the channel planes
+/// addressed as base + plane·{0, 1, 2}), then 4 macro-ops of pointer and loop control;
+/// compiled, `tile_k` spends ~26–30 macro-ops per step with runtime strides. The same
+/// FMAs in the same order as `tile_k`, so bitwise its results.
+///
+/// Safety: as [`TileFn`]; additionally `t.cpb == STEM_CPB`, `t.x_px == STEM_PX`,
+/// `t.x_col == 1`, `t.ncb == 1`, and `t.w_ky == t.kw · 48` (the stem's packing: one
+/// tap's 3 × 16 weights after another).
+#[cfg(target_arch = "x86_64")]
+macro_rules! avx2_stem {
+    ($name:ident, $n:literal, [$(($p:literal, $b:literal, $i0:literal, $r0:tt, $i1:literal, $r1:tt)),*], [$($i:literal),*]) => {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $name(run: &Tile) {
+            use core::arch::x86_64::{__m256, _mm256_setzero_ps};
+            debug_assert!(run.cpb == STEM_CPB && run.x_px == STEM_PX && run.x_col == 1 && run.ncb == 1);
+            debug_assert_eq!(run.w_ky, run.kw * STEM_CPB * 16);
+            for i in 0..run.ntiles {
+                let t = &run.nth(i);
+                let mut a: [__m256; 2 * $n] = [_mm256_setzero_ps(); 2 * $n];
+                if t.nky > 0 && t.kw > 0 {
+                    // SAFETY: the taps (ky < nky, kx < kw) read pixels p·STEM_PX + kx of
+                    // rows ky, channel planes 0..3, and their 3 × 16 weights: inside the
+                    // tile's operands (see `Tile`).
+                    core::arch::asm!(
+                        "2:",
+                        "mov {xk}, {xr}",
+                        "mov {kx}, {kw}",
+                        "3:",
+                        "vmovups ymm12, ymmword ptr [{w}]",
+                        "vmovups ymm13, ymmword ptr [{w} + 32]",
+                        $(
+                            concat!("vbroadcastss ", $b, ", dword ptr [{xk} + ", $p, "*8]"),
+                            concat!("vfmadd231ps ", $r0, ", ", $b, ", ymm12"),
+                            concat!("vfmadd231ps ", $r1, ", ", $b, ", ymm13"),
+                        )*
+                        "vmovups ymm12, ymmword ptr [{w} + 64]",
+                        "vmovups ymm13, ymmword ptr [{w} + 96]",
+                        $(
+                            concat!("vbroadcastss ", $b, ", dword ptr [{xk} + {xci} + ", $p, "*8]"),
+                            concat!("vfmadd231ps ", $r0, ", ", $b, ", ymm12"),
+                            concat!("vfmadd231ps ", $r1, ", ", $b, ", ymm13"),
+                        )*
+                        "vmovups ymm12, ymmword ptr [{w} + 128]",
+                        "vmovups ymm13, ymmword ptr [{w} + 160]",
+                        $(
+                            concat!("vbroadcastss ", $b, ", dword ptr [{xk} + 2*{xci} + ", $p, "*8]"),
+                            concat!("vfmadd231ps ", $r0, ", ", $b, ", ymm12"),
+                            concat!("vfmadd231ps ", $r1, ", ", $b, ", ymm13"),
+                        )*
+                        "add {xk}, 4",
+                        "add {w}, 192",
+                        "dec {kx}",
+                        "jnz 3b",
+                        "add {xr}, {xrow}",
+                        "dec {ky}",
+                        "jnz 2b",
+                        xr = inout(reg) t.x => _,
+                        w = inout(reg) t.w => _,
+                        ky = inout(reg) t.nky => _,
+                        kw = in(reg) t.kw,
+                        xci = in(reg) t.x_ci * 4,
+                        xrow = in(reg) t.x_row * 4,
+                        xk = out(reg) _,
+                        kx = out(reg) _,
+                        $(inout($r0) a[$i0], inout($r1) a[$i1],)*
+                        out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
+                        options(nostack, readonly),
+                    );
+                }
+                let v = |i: usize| crate::vec::Avx2(a[i]);
+                let acc = [[$([v(2 * $i), v(2 * $i + 1)]),*]];
+                store_tile::<crate::vec::Avx2, 1, $n, 2>(t, &acc);
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+avx2_stem!(
+    avx2_stem6,
+    6,
+    [(0, "ymm14", 0, "ymm0", 1, "ymm1"), (1, "ymm15", 2, "ymm2", 3, "ymm3"), (2, "ymm14", 4, "ymm4", 5, "ymm5"), (3, "ymm15", 6, "ymm6", 7, "ymm7"), (4, "ymm14", 8, "ymm8", 9, "ymm9"), (5, "ymm15", 10, "ymm10", 11, "ymm11")],
+    [0, 1, 2, 3, 4, 5]
+);
+#[cfg(target_arch = "x86_64")]
+avx2_stem!(
+    avx2_stem5,
+    5,
+    [(0, "ymm14", 0, "ymm0", 1, "ymm1"), (1, "ymm15", 2, "ymm2", 3, "ymm3"), (2, "ymm14", 4, "ymm4", 5, "ymm5"), (3, "ymm15", 6, "ymm6", 7, "ymm7"), (4, "ymm14", 8, "ymm8", 9, "ymm9")],
+    [0, 1, 2, 3, 4]
+);
+#[cfg(target_arch = "x86_64")]
+avx2_stem!(
+    avx2_stem4,
+    4,
+    [(0, "ymm14", 0, "ymm0", 1, "ymm1"), (1, "ymm15", 2, "ymm2", 3, "ymm3"), (2, "ymm14", 4, "ymm4", 5, "ymm5"), (3, "ymm15", 6, "ymm6", 7, "ymm7")],
+    [0, 1, 2, 3]
+);
+
 unsafe fn scalar<const RW: usize, const NV: usize>(t: &Tile) {
     tile_k::<f32, 1, RW, NV, 0>(t)
 }
@@ -443,7 +544,7 @@ static AVX2_NB1: [&[TileFn]; 4] = [
     &[avx2::<1, 2, 16>, avx2::<2, 2, 16>, avx2::<3, 2, 16>, avx2_asm4::<16>, avx2_asm5::<16>, avx2_asm6::<16>],
     &[avx2::<1, 2, 32>, avx2::<2, 2, 32>, avx2::<3, 2, 32>, avx2_asm4::<32>, avx2_asm5::<32>, avx2_asm6::<32>],
     table!(avx2, 2, 0, [1, 2, 3, 4, 5, 6]),
-    table!(avx2, 2, 2, [1, 2, 3, 4, 5, 6]),
+    &[avx2::<1, 2, 2>, avx2::<2, 2, 2>, avx2::<3, 2, 2>, avx2_stem4, avx2_stem5, avx2_stem6],
 ];
 static SCALAR_NB1: &[TileFn] = table!(scalar, 16, [1, 2, 3, 4]);
 
@@ -517,57 +618,128 @@ mod tests {
             eprintln!("skipped: no AVX2/FMA on this CPU");
             return;
         }
-        let (ncb, nky, kw) = (3, 2, 3);
-        let (x_col, x_row, x_cb) = (16, 1024, 3072);
-        let (w_ky, w_cb) = (kw * 256, nky * kw * 256);
-        let x = data(ncb * x_cb + 1024, 1);
-        let w = data(ncb * w_cb, 2);
-        let bias = data(16, 3);
-        let gate: Vec<f32> = data(16, 5).iter().map(|g| 0.5 + g).collect();
-        const RUN: usize = 3;
-        let res = data(RUN * 6 * 16, 4);
-        type Pair = (usize, usize, TileFn, TileFn);
-        let pairs: [Pair; 6] = [
-            (16, 4, avx2::<4, 2, 16>, avx2_asm4::<16>),
-            (16, 5, avx2::<5, 2, 16>, avx2_asm5::<16>),
-            (16, 6, avx2::<6, 2, 16>, avx2_asm6::<16>),
-            (32, 4, avx2::<4, 2, 32>, avx2_asm4::<32>),
-            (32, 5, avx2::<5, 2, 32>, avx2_asm5::<32>),
-            (32, 6, avx2::<6, 2, 32>, avx2_asm6::<32>),
-        ];
-        for (px, n, generic, asm) in pairs {
-            for (pf, with_res, relu, with_gate) in [(0, false, false, false), (1, true, true, true), (2, false, true, false), (0, true, false, true)] {
+        // A k×k geometry (the loop nest) and a 1×1 one (the flat block loop; with pf 2,
+        // three of its five blocks prefetch).
+        for (ncb, nky, kw) in [(3, 2, 3), (5, 1, 1)] {
+            let (x_col, x_row, x_cb) = (16, 1024, 3072);
+            let (w_ky, w_cb) = (kw * 256, nky * kw * 256);
+            let x = data(ncb * x_cb + 1024, 1);
+            let w = data(ncb * w_cb, 2);
+            let bias = data(16, 3);
+            let gate: Vec<f32> = data(16, 5).iter().map(|g| 0.5 + g).collect();
+            const RUN: usize = 3;
+            let res = data(RUN * 6 * 16, 4);
+            type Pair = (usize, usize, TileFn, TileFn);
+            let pairs: [Pair; 6] = [
+                (16, 4, avx2::<4, 2, 16>, avx2_asm4::<16>),
+                (16, 5, avx2::<5, 2, 16>, avx2_asm5::<16>),
+                (16, 6, avx2::<6, 2, 16>, avx2_asm6::<16>),
+                (32, 4, avx2::<4, 2, 32>, avx2_asm4::<32>),
+                (32, 5, avx2::<5, 2, 32>, avx2_asm5::<32>),
+                (32, 6, avx2::<6, 2, 32>, avx2_asm6::<32>),
+            ];
+            for (px, n, generic, asm) in pairs {
+                for (pf, with_res, relu, with_gate) in [(0, false, false, false), (1, true, true, true), (2, false, true, false), (0, true, false, true)] {
+                    let tile = |y: &mut [f32], first: usize, ntiles: usize| Tile {
+                        x: x[first * n * px..].as_ptr(),
+                        w: w.as_ptr(),
+                        bias: bias.as_ptr(),
+                        res: if with_res { res[first * n * 16..].as_ptr() } else { std::ptr::null() },
+                        gate: if with_gate { gate.as_ptr() } else { std::ptr::null() },
+                        y: y[first * n * 16..].as_mut_ptr(),
+                        ncb,
+                        cpb: 16,
+                        nky,
+                        kw,
+                        x_cb,
+                        x_row,
+                        x_col,
+                        x_ci: 1,
+                        x_px: px,
+                        w_cb,
+                        w_ky,
+                        y_ob: 0,
+                        x_orow: 0,
+                        y_orow: 0,
+                        relu,
+                        pf,
+                        ntiles,
+                        x_tile: n * px,
+                        y_tile: n * 16,
+                    };
+                    // Generic and assembly, each one call for the run; generic, a call per tile.
+                    let mut out = [vec![0.0f32; RUN * n * 16], vec![0.0f32; RUN * n * 16], vec![0.0f32; RUN * n * 16]];
+                    // SAFETY (all calls): every read is inside x (≤ 2·3072 + 1024 + 2·16 +
+                    // (3·6 − 1)·32 + 16 floats), w, bias and res; y holds the run's outputs.
+                    unsafe {
+                        generic(&tile(&mut out[0], 0, RUN));
+                        asm(&tile(&mut out[1], 0, RUN));
+                        for i in 0..RUN {
+                            generic(&tile(&mut out[2], i, 1));
+                        }
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    let what = format!("{ncb} blocks × {nky}×{kw}, stride {px}, {n} pixels, pf {pf}, res {with_res}, relu {relu}, gate {with_gate}");
+                    assert_eq!(bits(&out[0]), bits(&out[1]), "{what}: assembly vs generic");
+                    assert_eq!(bits(&out[0]), bits(&out[2]), "{what}: one call per run vs per tile");
+                    assert!(out[0][(RUN - 1) * n * 16..].iter().any(|&v| v != 0.0));
+                }
+            }
+        }
+    }
+
+    /// The assembly stem tiles compute bitwise what the generic kernel of the stem's
+    /// table does: 3 channel planes, input pixels 2 floats apart, 0–7 kernel rows of a
+    /// 7-wide kernel, runs of tiles, with and without residual, ReLU and SE gate.
+    #[test]
+    fn avx2_stem_tiles_match_the_generic_kernel_bitwise() {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            eprintln!("skipped: no AVX2/FMA on this CPU");
+            return;
+        }
+        let kw = 7;
+        let (x_row, plane) = (64, 64 * 9 + 5);
+        let x = data(STEM_CPB * plane, 7);
+        let w = data(7 * kw * STEM_CPB * 16, 8);
+        let bias = data(16, 9);
+        let gate: Vec<f32> = data(16, 10).iter().map(|g| 0.5 + g).collect();
+        const RUN: usize = 2;
+        let res = data(RUN * 6 * 16, 11);
+        type Pair = (usize, TileFn, TileFn);
+        let pairs: [Pair; 3] = [(4, avx2::<4, 2, STEM_PX>, avx2_stem4), (5, avx2::<5, 2, STEM_PX>, avx2_stem5), (6, avx2::<6, 2, STEM_PX>, avx2_stem6)];
+        for (n, generic, asm) in pairs {
+            for (nky, with_res, relu, with_gate) in [(7, false, false, false), (3, true, true, true), (1, false, true, false), (0, true, false, true)] {
                 let tile = |y: &mut [f32], first: usize, ntiles: usize| Tile {
-                    x: x[first * n * px..].as_ptr(),
-                    w: w.as_ptr(),
+                    x: x[first * n * STEM_PX..].as_ptr(),
+                    w: w[(7 - nky) * kw * STEM_CPB * 16..].as_ptr(),
                     bias: bias.as_ptr(),
                     res: if with_res { res[first * n * 16..].as_ptr() } else { std::ptr::null() },
                     gate: if with_gate { gate.as_ptr() } else { std::ptr::null() },
                     y: y[first * n * 16..].as_mut_ptr(),
-                    ncb,
-                    cpb: 16,
+                    ncb: 1,
+                    cpb: STEM_CPB,
                     nky,
                     kw,
-                    x_cb,
+                    x_cb: 0,
                     x_row,
-                    x_col,
-                    x_ci: 1,
-                    x_px: px,
-                    w_cb,
-                    w_ky,
+                    x_col: 1,
+                    x_ci: plane,
+                    x_px: STEM_PX,
+                    w_cb: 7 * kw * STEM_CPB * 16,
+                    w_ky: kw * STEM_CPB * 16,
                     y_ob: 0,
                     x_orow: 0,
                     y_orow: 0,
                     relu,
-                    pf,
+                    pf: 0,
                     ntiles,
-                    x_tile: n * px,
+                    x_tile: n * STEM_PX,
                     y_tile: n * 16,
                 };
-                // Generic and assembly, each one call for the run; generic, a call per tile.
                 let mut out = [vec![0.0f32; RUN * n * 16], vec![0.0f32; RUN * n * 16], vec![0.0f32; RUN * n * 16]];
-                // SAFETY (all calls): every read is inside x (≤ 2·3072 + 1024 + 2·16 +
-                // (3·6 − 1)·32 + 16 floats), w, bias and res; y holds the run's outputs.
+                // SAFETY (all calls): reads up to plane 2, row 6, column
+                // (2·6 − 1)·2 + 6 < 64 of x, the last kernel rows of w, bias, res; y
+                // holds the run's outputs.
                 unsafe {
                     generic(&tile(&mut out[0], 0, RUN));
                     asm(&tile(&mut out[1], 0, RUN));
@@ -576,7 +748,7 @@ mod tests {
                     }
                 }
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                let what = format!("stride {px}, {n} pixels, pf {pf}, res {with_res}, relu {relu}, gate {with_gate}");
+                let what = format!("{n} pixels, {nky} kernel rows, res {with_res}, relu {relu}, gate {with_gate}");
                 assert_eq!(bits(&out[0]), bits(&out[1]), "{what}: assembly vs generic");
                 assert_eq!(bits(&out[0]), bits(&out[2]), "{what}: one call per run vs per tile");
                 assert!(out[0][(RUN - 1) * n * 16..].iter().any(|&v| v != 0.0));
