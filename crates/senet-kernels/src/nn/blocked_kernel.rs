@@ -335,40 +335,37 @@ macro_rules! avx2_asm {
                         x = x.add(t.x_cb);
                         w = w.add(t.w_cb);
                     }
-                    let v = |i: usize| crate::vec::Avx2(a[i]);
-                    let acc = [[$([v(2 * $i), v(2 * $i + 1)]),*]];
-                    store_tile::<crate::vec::Avx2, 1, $n, 2>(t, &acc);
-                    continue;
-                }
-                for cb in 0..t.ncb {
-                    // Prefetch only inside this tile's weights, as `tile_k`.
-                    let pf = t.pf != 0 && cb + t.pf < t.ncb;
-                    for ky in 0..t.nky {
-                        let xr = t.x.add(cb * t.x_cb + ky * t.x_row);
-                        let wr = t.w.add(cb * t.w_cb + ky * t.w_ky);
-                        for kx in 0..t.kw {
-                            let x = xr.add(kx * t.x_col);
-                            let w = wr.add(kx * 16 * 16);
-                            if pf {
-                                // The weights only for a run's first tile: the others
-                                // find them in L1/L2 after it (its 16 prefetches per
-                                // step block cost dispatch slots; A/B seresnet50 batch 8
-                                // 0.91–0.96× the time, batch 1 0.97–1.03×).
-                                if i == 0 {
-                                    let ahead = w.add(t.pf * t.w_cb);
-                                    for ci in 0..16 {
-                                        _mm_prefetch::<_MM_HINT_T0>(ahead.add(ci * 16) as *const i8);
+                } else {
+                    for cb in 0..t.ncb {
+                        // Prefetch only inside this tile's weights, as `tile_k`.
+                        let pf = t.pf != 0 && cb + t.pf < t.ncb;
+                        for ky in 0..t.nky {
+                            let xr = t.x.add(cb * t.x_cb + ky * t.x_row);
+                            let wr = t.w.add(cb * t.w_cb + ky * t.w_ky);
+                            for kx in 0..t.kw {
+                                let x = xr.add(kx * t.x_col);
+                                let w = wr.add(kx * 16 * 16);
+                                if pf {
+                                    // The weights only for a run's first tile: the others
+                                    // find them in L1/L2 after it (its 16 prefetches per
+                                    // step block cost dispatch slots; A/B seresnet50 batch 8
+                                    // 0.91–0.96× the time, batch 1 0.97–1.03×).
+                                    if i == 0 {
+                                        let ahead = w.add(t.pf * t.w_cb);
+                                        for ci in 0..16 {
+                                            _mm_prefetch::<_MM_HINT_T0>(ahead.add(ci * 16) as *const i8);
+                                        }
+                                    }
+                                    // The input pixels of the same block ahead (one line each).
+                                    let xa = x.add(t.pf * t.x_cb);
+                                    for p in 0..$n {
+                                        _mm_prefetch::<_MM_HINT_T0>(xa.add(p * PX) as *const i8);
                                     }
                                 }
-                                // The input pixels of the same block ahead (one line each).
-                                let xa = x.add(t.pf * t.x_cb);
-                                for p in 0..$n {
-                                    _mm_prefetch::<_MM_HINT_T0>(xa.add(p * PX) as *const i8);
-                                }
+                                // SAFETY: the 16 × 16 weights at w and pixels 0..$n (stride PX) ×
+                                // channels 0..16 at x lie inside the tile's operands (see `Tile`).
+                                $step::<PX, 16>(x, w, &mut a);
                             }
-                            // SAFETY: the 16 × 16 weights at w and pixels 0..$n (stride PX) ×
-                            // channels 0..16 at x lie inside the tile's operands (see `Tile`).
-                            $step::<PX, 16>(x, w, &mut a);
                         }
                     }
                 }
