@@ -925,7 +925,7 @@ impl ConvBlk {
         //   as staying in L2 only up to half of it (the group's weights and the outputs
         //   stream through the rest): 1×1 512→2048 at 7×7, batch 8 (800 KB of input)
         //   and 2048→512 at batch 2 run 5–8% faster image-outer than group-outer.
-        // A thread runs consecutive tasks (rayon splits the range in halves), so the
+        // A thread runs consecutive tasks (`for_each_task` gives each a range), so the
         // outer index is what stays in its cache. Only speed depends on the order.
         let l2_floats = l2_budget_floats();
         let (x_all, w_all) = (xs.n * v.img, wpack.len());
