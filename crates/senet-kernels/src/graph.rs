@@ -939,14 +939,17 @@ impl Model {
 /// for a conv input of shape `xs`; otherwise it runs conv, squeeze, excitation and an
 /// in-place scale pass in that order. Gating pays a projection of the input means
 /// through the conv's weights (cin·cout floats read, cold at batch 1) to save the scale
-/// pass (about 3·cout·h·w floats moved): worth it where the map has at least as many
-/// pixels as the conv has input channels. Measured (seresnet50, batch 1, 1 thread, per
-/// stage, gated vs not): 56×56 −0.83 ms, 28×28 −0.23 ms, 14×14 +0.14 ms, 7×7 +1.05 ms;
-/// the rule gates the first two. Depends on the image size only, never on the batch,
+/// pass (about 3·cout·h·w floats moved): worth it where the map has at least half as
+/// many pixels as the conv has input channels. Measured (seresnet50, batch 1, 1 thread,
+/// per stage, gated vs not): 56×56 −0.83 ms, 28×28 −0.23 ms, 14×14 +0.14 ms, 7×7 +1.05
+/// ms, so the rule first gated 56×56 and 28×28 only; once `for_each_task` gave each
+/// thread its own range, gating 14×14 too (the rule below; 7×7 stays unfused) measured
+/// 0.984 / 0.980 / 0.991 of the forward's time at batch 1 on 2 threads, 0.975 / 0.999 on
+/// 1, batch 8 0.979 (1 thread) and 0.960 (2). Depends on the image size only, never on the batch,
 /// so an image's result is the same alone or in any batch.
 /// `forced`: [`se_gate_override`], read once per forward.
 fn gate_in_epilogue(xs: Shape4, forced: Option<bool>) -> bool {
-    forced.unwrap_or(xs.h * xs.w >= xs.c)
+    forced.unwrap_or(2 * xs.h * xs.w >= xs.c)
 }
 
 /// `SENET_SE_GATE=0|1` forces every gated SE op to the unfused / gated order
