@@ -914,11 +914,14 @@ impl ConvBlk {
         let ng = groups.len();
         let threads = crate::pool::threads_here();
         // Loop order. Output-block groups share the input, images share the weights:
-        // - tile-outer when the weights stay in L2 (≤ a core's L2: `l2_budget_floats`,
-        //   1 MiB on the Xeon these rules were measured on) and an image's input is at
-        //   least its output: per tile of pixels, every group, so the input is read
-        //   from memory once and the weights from L2 (measured: 1×1 256→64 and 3×3 64
-        //   at 56×56; worse for 64→256, whose many output streams then interleave);
+        // - tile-outer when the weights stay in L2 (≤ half a core's L2,
+        //   `l2_budget_floats`: weights as large as the L2 stream from L3 once per run
+        //   of tiles, 1×1 512→256 @28 at batch 1 went 1.32 → 1.16 ms on 2 threads and
+        //   2.34 → 2.27 on 1 when it left this order, on the 512 KiB L2 of a Zen 3) and
+        //   an image's input is at least its output: per tile of pixels, every group, so
+        //   the input is read from memory once and the weights from L2 (measured: 1×1
+        //   256→64 and 3×3 64 at 56×56; worse for 64→256, whose many output streams then
+        //   interleave);
         // - else group-outer keeps a group's weights in L2 across images but reads each
         //   image's input once per group, image-outer the reverse: pick the one that
         //   moves fewer bytes from beyond L2 (floats). The whole batch's input counts
@@ -930,7 +933,7 @@ impl ConvBlk {
         let l2_floats = l2_budget_floats();
         let (x_all, w_all) = (xs.n * v.img, wpack.len());
         let y_img = cob * oh * ow * BLK;
-        let tile_outer = ng > 1 && w_all <= l2_floats && v.img >= y_img;
+        let tile_outer = ng > 1 && 2 * w_all <= l2_floats && v.img >= y_img;
         let group_outer_cost = w_all + if x_all <= l2_floats / 2 { x_all } else { ng * x_all };
         let image_outer_cost = x_all + if w_all <= l2_floats { w_all } else { xs.n * w_all };
         let image_outer = xs.n > 1 && image_outer_cost < group_outer_cost;
