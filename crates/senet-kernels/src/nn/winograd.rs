@@ -30,7 +30,8 @@
 //! the task's groups. When there are too few tile blocks for the threads, tasks also
 //! split the output groups (each then transforms its input tiles itself, so this is
 //! done only when the transformed weights outweigh the input 8× or there are fewer
-//! tiles than threads; see `plan`). Per-thread
+//! tiles than threads; see `plan`); with a single tile block its transform is done once,
+//! by all threads, into a V the splits share (`Phase`). Per-thread
 //! scratch (thread-local, reused): P·T·16·(⌈cin/16⌉ + blocks of M) floats, e.g.
 //! ~0.8 MB for 64 channels, ~4.5 MB for F(4,3) 512→512 at batch 8.
 //!
@@ -96,6 +97,21 @@ impl WinoTile {
 thread_local! {
     /// The calling thread's transform scratch (V and M), reused across calls.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// V shared by the tasks of one call that split only the output groups (see
+    /// [`Phase`]), owned by the calling thread.
+    static SHARED_V: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What a task does. `Whole`: the input transform of its tile block into its own V,
+/// then the GEMMs and output transform of its split. When a call has one tile block and
+/// several splits (ξ-outer at batch 1 on several threads), every split would transform
+/// the same tiles: then `Transform` tasks fill one shared V (input blocks cb0..cb1 each)
+/// and `Compute` tasks run the splits on it (scratch only for M).
+#[derive(Clone, Copy)]
+enum Phase {
+    Whole,
+    Transform { cb0: usize, cb1: usize, v: *mut f32 },
+    Compute { v: *mut f32 },
 }
 
 /// Measurement overrides (speed only, never results): `SENET_WINO_XI=0|1` GEMM loop
@@ -393,7 +409,7 @@ unsafe impl Send for Ctx<'_> {}
 /// writes the same (tile block, split).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // columns of a row-major array of vectors
-unsafe fn task_k<V: Vf32, const A: usize>(c: &Ctx, blk: usize, s: usize, scr: &mut [f32]) {
+unsafe fn task_k<V: Vf32, const A: usize>(c: &Ctx, blk: usize, s: usize, scr: &mut [f32], phase: Phase) {
     let m = A - 2;
     let p = A * A;
     let g0 = blk * c.g_total / c.nblk;
@@ -402,9 +418,14 @@ unsafe fn task_k<V: Vf32, const A: usize>(c: &Ctx, blk: usize, s: usize, scr: &m
     let tpi = c.th * c.tw;
     let (h, w) = (c.h, c.w);
     let v_xi = c.cb * c.t * 16; // floats per ξ in V
-    let (vbuf, mbuf) = scr.split_at_mut(p * v_xi);
-    let vp = vbuf.as_mut_ptr();
-    let mp = mbuf.as_mut_ptr();
+    let (vp, mp, cb0, cb1) = match phase {
+        Phase::Whole => {
+            let (vbuf, mbuf) = scr.split_at_mut(p * v_xi);
+            (vbuf.as_mut_ptr(), mbuf.as_mut_ptr(), 0, c.cb)
+        }
+        Phase::Transform { cb0, cb1, v } => (v, std::ptr::null_mut(), cb0, cb1),
+        Phase::Compute { v } => (v, scr.as_mut_ptr(), 0, 0),
+    };
     let decode = |g: usize| {
         let (n, r) = (g / tpi, g % tpi);
         (n, r / c.tw, r % c.tw)
@@ -413,7 +434,7 @@ unsafe fn task_k<V: Vf32, const A: usize>(c: &Ctx, blk: usize, s: usize, scr: &m
     //    then columns, on A×A vectors of 16 / LANES lanes at a time.
     //    Block-outer: the tiles of one input block walk A rows of one plane (few
     //    prefetch streams).
-    for cb in 0..c.cb {
+    for cb in cb0..cb1 {
         for t in 0..nt {
             let (n, ty, tx) = decode(g0 + t);
             let iy0 = (ty * m) as isize - 1;
@@ -451,6 +472,9 @@ unsafe fn task_k<V: Vf32, const A: usize>(c: &Ctx, blk: usize, s: usize, scr: &m
                 }
             }
         }
+    }
+    if let Phase::Transform { .. } = phase {
+        return;
     }
     // 2.–4. Per output group: GEMMs then output transform. Group-outer (M of one group
     // at a time, V reread per group from L2), or ξ-outer for large weights (each V_ξ
@@ -625,21 +649,21 @@ unsafe fn out_group_k<V: Vf32, const A: usize, const RES: bool, const RELU: bool
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn task_avx512<const A: usize>(c: &Ctx, blk: usize, s: usize, scr: &mut [f32]) {
-    task_k::<crate::vec::Avx512, A>(c, blk, s, scr)
+unsafe fn task_avx512<const A: usize>(c: &Ctx, blk: usize, s: usize, scr: &mut [f32], phase: Phase) {
+    task_k::<crate::vec::Avx512, A>(c, blk, s, scr, phase)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn task_avx2<const A: usize>(c: &Ctx, blk: usize, s: usize, scr: &mut [f32]) {
-    task_k::<crate::vec::Avx2, A>(c, blk, s, scr)
+unsafe fn task_avx2<const A: usize>(c: &Ctx, blk: usize, s: usize, scr: &mut [f32], phase: Phase) {
+    task_k::<crate::vec::Avx2, A>(c, blk, s, scr, phase)
 }
 
-unsafe fn task_scalar<const A: usize>(c: &Ctx, blk: usize, s: usize, scr: &mut [f32]) {
-    task_k::<f32, A>(c, blk, s, scr)
+unsafe fn task_scalar<const A: usize>(c: &Ctx, blk: usize, s: usize, scr: &mut [f32], phase: Phase) {
+    task_k::<f32, A>(c, blk, s, scr, phase)
 }
 
-type TaskFn = unsafe fn(&Ctx, usize, usize, &mut [f32]);
+type TaskFn = unsafe fn(&Ctx, usize, usize, &mut [f32], Phase);
 
 fn task_fn(level: SimdLevel, tile: WinoTile) -> TaskFn {
     match (level, tile) {
@@ -791,9 +815,11 @@ impl ConvWino {
         // - ξ-outer (weights > 3 MiB) with all tiles in one block of the size above (batch
         //   1, e.g. 256@14 F(2,3): 49 tiles): one block, output groups split per thread,
         //   so each thread streams half the weights (cold at batch 1) instead of all of
-        //   them for half the tiles; the tiles are transformed once per thread, ~3% of
-        //   the work (256@14 F(2,3), batch 1, 2 threads, the five layers of a forward:
-        //   3.43-3.56 -> 3.21-3.34 ms).
+        //   them for half the tiles (256@14 F(2,3), batch 1, 2 threads, the five
+        //   layers of a forward: 3.43-3.56 -> 3.21-3.34 ms). The tiles are transformed
+        //   once, split by input blocks, into a V the splits share (`Phase`; before,
+        //   once per split: paired per op, batch 1, 2 threads, 256@14 −0.23 ms over the
+        //   five layers, 512@7 −0.23 over two).
         if threads > 1 && xi_outer && !weight_bound && g <= t && tunables().t.is_none() && tunables().split.is_none() {
             return (g, 1, threads.min(ng).max(1));
         }
@@ -890,13 +916,27 @@ impl ConvWino {
         };
         let need = p * cb * t * BLK + p * m_blocks * t * BLK;
         let flops = xs.n * xs.h * xs.w * self.cin * self.cout * 9;
+        if nblk == 1 && nsplit > 1 && threads > 1 && flops >= (1 << 18) {
+            // One tile block split by output groups: transform it once into a shared V
+            // (tasks by input blocks), then run the splits on it.
+            return with_scratch(&SHARED_V, p * cb * t * BLK, |v| {
+                let vp = super::SyncPtr(v.as_mut_ptr());
+                let q = cb.min(2 * threads);
+                // SAFETY: as below; transform task j writes only V's input blocks
+                // j·cb/q..(j+1)·cb/q, and the compute tasks read V after all of them.
+                for_each_task(q, true, |j| unsafe { f(&ctx, 0, 0, &mut [], Phase::Transform { cb0: j * cb / q, cb1: (j + 1) * cb / q, v: vp.get() }) });
+                for_each_task(nsplit, true, |s| {
+                    with_scratch(&SCRATCH, p * m_blocks * t * BLK, |scr| unsafe { f(&ctx, 0, s, scr, Phase::Compute { v: vp.get() }) })
+                });
+            });
+        }
         for_each_task(nblk * nsplit, flops >= (1 << 18), |i| {
             let (blk, s) = (i / nsplit, i % nsplit);
             // SAFETY: `f` is the task kernel of `level = simd::level()`; x, residual,
             // u and bias are read inside their lengths (tiles are bounds-checked against
             // h, w; blocks < cb, cob); task (blk, s) writes only the outputs of its
             // tiles and its groups' blocks, which no other task writes.
-            with_scratch(&SCRATCH, need, |scr| unsafe { f(&ctx, blk, s, scr) });
+            with_scratch(&SCRATCH, need, |scr| unsafe { f(&ctx, blk, s, scr, Phase::Whole) });
         });
     }
 }
