@@ -1,12 +1,15 @@
 // Per-layer comparison with onnxruntime, forward by forward: where does each engine
 // spend its time, and does that change when the host gets busy?
 //
-//   node bench/layers.mjs [--arch seresnet50] [--batch 1] [--threads 1] [--pairs 20] [--gap 20]
+//   node bench/layers.mjs [--arch seresnet50] [--batch 1] [--threads 1] [--pairs 20] [--gap 100]
 //
 // Runs senet and onnxruntime-node alternately (the order flips every pair, `--gap` ms of
-// idle time before each call) on the same seeded model exported by `toOnnx`, with
-// senet's per-op profile (`SENET_PROFILE=1`, read from a child process's stderr) and
-// onnxruntime's node profiler (`enableProfiling`) on. The first two pairs are warm-up.
+// idle time before each call, default 100: onnxruntime's intra-op threads keep spinning
+// for ~40 ms after each of its runs on 2 threads, and a senet forward started 20 ms
+// after one ran 1.2× slower than one started 20 ms after a senet forward) on the same
+// seeded model exported by `toOnnx`, with senet's per-op profile (`SENET_PROFILE=1`,
+// read from a child process's stderr) and onnxruntime's node profiler
+// (`enableProfiling`) on. The first two pairs are warm-up.
 // With a batch, senet's per-image ops (summed over the images) are listed under the
 // batch's shape, marked "per image": when several threads run images side by side, that
 // sum is thread time (up to threads × the wall time), so compare those rows at 1 thread.
@@ -47,7 +50,7 @@ const arch = ai >= 0 && ai + 1 < args.length ? args[ai + 1] : 'seresnet50'
 const batch = intOption(args, 'batch', 1)
 const threads = intOption(args, 'threads', 1)
 const pairs = intOption(args, 'pairs', 20) + 2
-const gap = intOption(args, 'gap', 20, 0)
+const gap = intOption(args, 'gap', 100, 0)
 
 if (args.includes('--child')) {
   await child()

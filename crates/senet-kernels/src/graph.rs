@@ -15,10 +15,10 @@
 //! are in L1 (`squeeze_for`), and the scale pass overwrites that input in place
 //! (`in_place`). An SE op whose input comes from a dense 1×1/1 conv (conv3 of a
 //! bottleneck) runs that conv itself (`gated_by`): the means of the conv's output are
-//! the conv applied to the means of its input, so the gates are ready before the conv
-//! runs and its tiles apply gate, residual and ReLU while in L1, with no scale pass
-//! (on maps with at least as many pixels as conv3 input channels, see
-//! [`gate_in_epilogue`]).
+//! the conv applied to the means of its input, and the SE block's first FC layer is
+//! folded into the conv at load ([`SeFold`]), so the gates come from the means of the
+//! conv's input in one small product before the conv runs, and its tiles apply gate,
+//! residual and ReLU while in L1, with no scale pass (see [`gate_in_epilogue`]).
 
 use crate::nn::blocked as blk;
 use crate::nn::Conv;
@@ -146,6 +146,51 @@ pub struct Workspace {
     means: Vec<Vec<f32>>,
 }
 
+/// An SE block's first FC layer folded into the dense 1×1 conv whose output it
+/// squeezes. The squeeze of `y = W·x + b` is `W·mean(x) + b` (the mean over pixels is
+/// linear), so `w1·mean(y) + b1 = (w1·W)·mean(x) + (w1·b + b1)`: with `w1·W` `[cr, cin]`
+/// and `w1·b + b1` computed once (in f64, rounded once), a gated SE op gets its hidden
+/// layer from the means of the conv's input in one small product, instead of projecting
+/// them through W (`cout × cin` weights, read from memory at batch 1) and then applying
+/// w1. Same function, other roundings (logits move by ~1e-6).
+struct SeFold {
+    /// `[cr, cin]` row-major.
+    w1: Vec<f32>,
+    /// `[cr]`.
+    b1: Vec<f32>,
+    cin: usize,
+}
+
+impl SeFold {
+    fn new(w1: &[f32], b1: Option<&[f32]>, c: usize, cr: usize, conv: &Conv) -> Option<SeFold> {
+        let (w, b) = conv.dense_matrix()?;
+        let cin = conv.cin();
+        if conv.cout() != c || w.len() != c * cin {
+            return None;
+        }
+        let rows: Vec<(Vec<f32>, f32)> = pool::install(|| {
+            use rayon::prelude::*;
+            (0..cr)
+                .into_par_iter()
+                .map(|j| {
+                    let mut acc = vec![0.0f64; cin];
+                    let mut bias = b1.map_or(0.0, |b1| b1[j] as f64);
+                    for (k, wk) in w.chunks_exact(cin).enumerate() {
+                        let a = w1[j * c + k] as f64;
+                        bias += a * b[k] as f64;
+                        for (s, &v) in acc.iter_mut().zip(wk) {
+                            *s += a * v as f64;
+                        }
+                    }
+                    (acc.into_iter().map(|v| v as f32).collect(), bias as f32)
+                })
+                .collect()
+        });
+        let (w1, b1): (Vec<Vec<f32>>, Vec<f32>) = rows.into_iter().unzip();
+        Some(SeFold { w1: w1.concat(), b1, cin })
+    }
+}
+
 /// Memory order of a slot's current value.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Lay {
@@ -216,6 +261,8 @@ pub struct Model {
     /// in the conv's epilogue, and the conv's own position does nothing (`skipped`).
     gated_by: Vec<Option<usize>>,
     skipped: Vec<bool>,
+    /// Per gated SE op: its first FC layer folded into its conv ([`SeFold`]).
+    folds: Vec<Option<SeFold>>,
     /// Op 0 is the only reader of the program's input (a conv on it, as every SE-ResNet's
     /// stem): it then reads the caller's array directly instead of a copy in slot 0
     /// (batch 1: 600 KB, ~0.15 ms of a 37 ms forward, copied from memory the caller
@@ -280,10 +327,15 @@ impl Model {
         let in_place: Vec<bool> = (0..ops.len()).map(|i| Self::can_scale_in_place(&ops, i, output)).collect();
         let mut gated_by = vec![None; ops.len()];
         let mut skipped = vec![false; ops.len()];
-        for (k, g) in gated_by.iter_mut().enumerate() {
-            if let Some(j) = Self::gate_pair(&ops, &in_place, &skipped, k) {
-                *g = Some(j);
-                skipped[j] = true;
+        let mut folds: Vec<Option<SeFold>> = (0..ops.len()).map(|_| None).collect();
+        for k in 0..ops.len() {
+            let Some(j) = Self::gate_pair(&ops, &in_place, &skipped, k) else { continue };
+            let fold = match (&ops[k], &ops[j]) {
+                (Op::Se { c, cr, w1, b1, .. }, Op::Conv { conv, .. }) => SeFold::new(w1, b1.as_deref(), *c, *cr, conv),
+                _ => None,
+            };
+            if fold.is_some() {
+                (gated_by[k], skipped[j], folds[k]) = (Some(j), true, fold);
             }
         }
         // The channel means an SE op needs, computed by the conv that writes them while
@@ -303,7 +355,7 @@ impl Model {
             }
         }
         let direct_input = Self::only_op0_reads_input(&ops, &skipped, output);
-        Ok(Model { ops, num_slots, in_channels, num_classes, output, squeeze_for, in_place, gated_by, skipped, direct_input, spare: Mutex::new(Vec::new()) })
+        Ok(Model { ops, num_slots, in_channels, num_classes, output, squeeze_for, in_place, gated_by, skipped, folds, direct_input, spare: Mutex::new(Vec::new()) })
     }
 
     /// Whether op 0 is a conv reading slot 0 (the input) as its activation, and no
@@ -590,6 +642,14 @@ impl Model {
     /// [`Model::forward`] with an explicit [`Split`] (tests and benchmarks; the result
     /// is the same for every split, bit for bit).
     pub fn forward_split(&self, x: &[f32], s: Shape4, split: Split) -> Result<Vec<f32>, String> {
+        self.forward_gate(x, s, split, se_gate_override())
+    }
+
+    /// [`Model::forward_split`] with the gated SE ops' order given (tests: `Some(false)`
+    /// runs them unfused, conv then squeeze, excitation and scale; `None` as
+    /// [`Model::forward`] decides). Both orders compute the same function, with other
+    /// roundings.
+    pub fn forward_gate(&self, x: &[f32], s: Shape4, split: Split, gate: Option<bool>) -> Result<Vec<f32>, String> {
         if Some(x.len()) != s.len() {
             return Err(format!("input length {} does not match its shape", x.len()));
         }
@@ -598,7 +658,7 @@ impl Model {
         let k = self.split_point(&ws, split);
         let logits = pool::install(|| {
             let mut times = Vec::new();
-            let mut st = State::new(self.num_slots, s, se_gate_override());
+            let mut st = State::new(self.num_slots, s, gate);
             let mut input = None;
             if k > 0 {
                 self.per_image(x, &mut ws, k, &mut st, &mut times)?;
@@ -808,9 +868,9 @@ impl Model {
                     let res = residual.map(|r| v(r).blocked());
                     let y = &mut yb.as_mut_slice()[..blk::blk16_len(ys)];
                     let res = res.as_deref();
-                    // A gated SE op that will take the unfused order for this size
-                    // (`gate_in_epilogue`) has no use for the means of this output.
-                    let sq = self.squeeze_for[i].filter(|&k| self.gated_by[k].is_none() || gate_in_epilogue(ys, gate));
+                    // A gated SE op that takes the unfused order (`gate_in_epilogue`)
+                    // has no use for the means of this output.
+                    let sq = self.squeeze_for[i].filter(|&k| self.gated_by[k].is_none() || gate_in_epilogue(gate));
                     if xv.lay == Lay::Plain && conv.takes_nchw() {
                         conv.run_nchw(xv.plain().as_ref(), xv.s, y, res, *relu);
                         if let Some(k) = sq {
@@ -840,16 +900,15 @@ impl Model {
                     let y = &mut yb.as_mut_slice()[..blk::blk16_len(ys)];
                     let n = ys.n;
                     let mut g = vec![0.0f32; n * c];
-                    if gate_in_epilogue(av.s, gate) {
-                        // Means of the conv's output from those of its input, gates, then
-                        // one pass: y = act((conv(a) + b) · gate + residual).
-                        // (The conv that wrote `a` summed them, with the same size test.)
+                    if gate_in_epilogue(gate) {
+                        // Gates from the means of the conv's input through the folded
+                        // first layer, then one pass: y = act((conv(a) + b) · gate + residual).
+                        // (The conv that wrote `a` summed the means, unless it could not.)
                         if !self.squeeze_fused(i) {
                             blk::squeeze_blk16(ab.as_ref(), av.s, &mut ws.means[i]);
                         }
-                        let mut z = vec![0.0f32; n * c];
-                        conv.project_means(&ws.means[i], n, av.s.h, av.s.w, &mut z);
-                        se::excite(&z, n, &w, &mut g);
+                        let f = self.folds[i].as_ref().expect("every gated SE op has a fold");
+                        se::excite_k(&ws.means[i], n, f.cin, &f.w1, Some(&f.b1), &w, &mut g);
                         let cp = blk::blocks(*c) * blk::BLK;
                         let mut gp = vec![0.0f32; n * cp];
                         for (d, s) in gp.chunks_exact_mut(cp).zip(g.chunks_exact(*c)) {
@@ -935,21 +994,21 @@ impl Model {
     }
 }
 
-/// Whether a gated SE op (`Model::gated_by`) applies its gates in the conv's epilogue,
-/// for a conv input of shape `xs`; otherwise it runs conv, squeeze, excitation and an
-/// in-place scale pass in that order. Gating pays a projection of the input means
-/// through the conv's weights (cin·cout floats read, cold at batch 1) to save the scale
-/// pass (about 3·cout·h·w floats moved): worth it where the map has at least half as
-/// many pixels as the conv has input channels. Measured (seresnet50, batch 1, 1 thread,
-/// per stage, gated vs not): 56×56 −0.83 ms, 28×28 −0.23 ms, 14×14 +0.14 ms, 7×7 +1.05
-/// ms, so the rule first gated 56×56 and 28×28 only; once `for_each_task` gave each
-/// thread its own range, gating 14×14 too (the rule below; 7×7 stays unfused) measured
-/// 0.984 / 0.980 / 0.991 of the forward's time at batch 1 on 2 threads, 0.975 / 0.999 on
-/// 1, batch 8 0.979 (1 thread) and 0.960 (2). Depends on the image size only, never on the batch,
-/// so an image's result is the same alone or in any batch.
-/// `forced`: [`se_gate_override`], read once per forward.
-fn gate_in_epilogue(xs: Shape4, forced: Option<bool>) -> bool {
-    forced.unwrap_or(2 * xs.h * xs.w >= xs.c)
+/// Whether a gated SE op (`Model::gated_by`) applies its gates in the conv's epilogue
+/// (always, unless `forced` says otherwise: [`se_gate_override`] or
+/// [`Model::forward_gate`]); otherwise it runs conv, squeeze, excitation and an in-place
+/// scale pass in that order. History: while gating paid a projection of the input
+/// means through the conv's weights (cin·cout floats read, cold at batch 1), it was
+/// chosen only where the map has at least half as many pixels as the conv has input
+/// channels (56×56 to 14×14 in seresnet50; per stage, batch 1, 1 thread, gated vs not:
+/// 56×56 −0.83 ms, 28×28 −0.23, 14×14 +0.14 then −0.2 once each thread kept its own
+/// range, 7×7 +1.05). With the first FC layer folded into the conv ([`SeFold`]) that
+/// read is gone: the folded gated order took 0.97–0.99 of the forward's time at batch 1
+/// on 2 threads at 7×7 too (0.99–1.00 on 1 thread; batch 8 0.98 / 1.00), and the
+/// fold alone saved 0.15–0.4 ms on the six 14×14 blocks. An image's result never
+/// depends on the batch it is in.
+fn gate_in_epilogue(forced: Option<bool>) -> bool {
+    forced.unwrap_or(true)
 }
 
 /// `SENET_SE_GATE=0|1` forces every gated SE op to the unfused / gated order

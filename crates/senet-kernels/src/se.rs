@@ -500,7 +500,7 @@ pub fn excite(z: &[f32], n: usize, w: &SeWeights, gates: &mut [f32]) {
     assert_eq!(z.len(), n * w.c, "z length");
     assert_eq!(gates.len(), n * w.c, "gates length");
     let level = simd::level();
-    pool::install(|| excite_in(level, z, n, w, gates));
+    pool::install(|| excite_in(level, z, n, w.c, w, gates));
 }
 
 /// One FC layer for all samples: returns [rows, n] (row-major by weight row).
@@ -530,10 +530,30 @@ fn fc_layer(
     out
 }
 
-fn excite_in(level: SimdLevel, z: &[f32], n: usize, w: &SeWeights, gates: &mut [f32]) {
+/// [`excite`] with a first layer of another input width: `gates[s·c + i] =
+/// sigmoid(w2[i] · relu(w1 · z[s] + b1) + b2[i])` with `w1` `[cr, k]`, `b1` `[cr]` and
+/// `z` `[n, k]`; `w` supplies the second layer (its own `w1`, `b1` are not read). With
+/// an SE block's first layer folded into the convolution before it (`w1 · W`,
+/// `w1 · bias + b1`), `z` holds the means of that convolution's input.
+///
+/// # Panics
+/// On a length mismatch.
+#[allow(clippy::too_many_arguments)]
+pub fn excite_k(z: &[f32], n: usize, k: usize, w1: &[f32], b1: Option<&[f32]>, w: &SeWeights, gates: &mut [f32]) {
+    assert_eq!(w1.len(), w.cr * k, "w1 length");
+    assert!(b1.is_none_or(|b| b.len() == w.cr), "b1 length");
+    assert_eq!(z.len(), n * k, "z length");
+    assert_eq!(gates.len(), n * w.c, "gates length");
+    let level = simd::level();
+    let folded = SeWeights { w1, b1, ..*w };
+    pool::install(|| excite_in(level, z, n, k, &folded, gates));
+}
+
+/// FC1 (`w.w1` `[cr, k]`) → ReLU → FC2 → sigmoid for `n` samples of `z` `[n, k]`.
+fn excite_in(level: SimdLevel, z: &[f32], n: usize, k: usize, w: &SeWeights, gates: &mut [f32]) {
     let (c, cr) = (w.c, w.cr);
     // hidden is [cr, n]; the second layer needs it per sample: transpose to [n, cr].
-    let h = fc_layer(level, w.w1, w.b1, z, n, c, cr, false);
+    let h = fc_layer(level, w.w1, w.b1, z, n, k, cr, false);
     let mut ht = vec![0.0f32; n * cr];
     for j in 0..cr {
         for s in 0..n {
@@ -636,7 +656,7 @@ pub fn se_block(mut io: ScaleIo, s: Shape4, layout: Layout, w: &SeWeights, relu:
         // tasks write other samples' outputs.
         let xi = unsafe { std::slice::from_raw_parts(pi.x, sample) };
         squeeze_in(level, xi, one, layout, &mut z);
-        excite_in(level, &z, 1, w, &mut g);
+        excite_in(level, &z, 1, w.c, w, &mut g);
         scale_in(level, pi, one, layout, &g, relu, stream);
     };
     pool::install(|| {
@@ -648,7 +668,7 @@ pub fn se_block(mut io: ScaleIo, s: Shape4, layout: Layout, w: &SeWeights, relu:
             // SAFETY: x is only read here, before anything is written.
             let x = unsafe { std::slice::from_raw_parts(p.x, len) };
             squeeze_in(level, x, s, layout, &mut z);
-            excite_in(level, &z, s.n, w, &mut g);
+            excite_in(level, &z, s.n, w.c, w, &mut g);
             scale_in(level, p, s, layout, &g, relu, stream);
         } else if s.n > 1 && !pool::is_serial() {
             (0..s.n).into_par_iter().for_each(run);

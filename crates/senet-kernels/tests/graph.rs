@@ -186,34 +186,36 @@ fn batched_forward_equals_per_image_forward_for_every_split() {
     assert_eq!(m.in_place_count(), 2);
     assert_eq!(m.gated_count(), 2);
     assert!(m.reads_input_in_place());
-    // 37×45: both blocks gate in the conv's epilogue (maps 10×12 and 5×6 against 16 and
-    // 24 conv3 input channels); 18×17: the second block's 3×3 map takes the unfused order.
+    // Both SE blocks gate in the conv's epilogue (the default, `None`), or both take the
+    // unfused order (conv, squeeze, excitation, scale: `Some(false)`).
     for (h, w) in [(37, 45), (18, 17)] {
-        batched_equals_per_image(&m, h, w);
+        for gate in [None, Some(false)] {
+            batched_equals_per_image(&m, h, w, gate);
+        }
     }
 }
 
-fn batched_equals_per_image(m: &Model, h: usize, w: usize) {
+fn batched_equals_per_image(m: &Model, h: usize, w: usize, gate: Option<bool>) {
     let batch = 5;
     let per = 3 * h * w;
     let x = Rng(99).vec(batch * per);
     let s = Shape4::new(batch, 3, h, w);
     // Each image alone (batch 1 never splits).
     let alone: Vec<f32> = (0..batch)
-        .flat_map(|i| m.forward(&x[i * per..(i + 1) * per], Shape4::new(1, 3, h, w)).unwrap())
+        .flat_map(|i| m.forward_gate(&x[i * per..(i + 1) * per], Shape4::new(1, 3, h, w), Split::DEFAULT, gate).unwrap())
         .collect();
     let nops = 14;
     let mut splits = vec![Split::Batch, Split::Images, Split::DEFAULT, Split::Pixels(100), Split::Pixels(1 << 20)];
     splits.extend((0..=nops + 1).map(Split::Ops));
     let mut failed = Vec::new();
     for split in splits {
-        let y = same_for_thread_counts(|| m.forward_split(&x, s, split).unwrap());
+        let y = same_for_thread_counts(|| m.forward_gate(&x, s, split, gate).unwrap());
         if bits(&y) != bits(&alone) {
             let d = y.iter().zip(&alone).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             failed.push(format!("{split:?} (max |Δ| {d:e})"));
         }
     }
-    assert!(failed.is_empty(), "{h}×{w}: batched logits differ from per-image ones for splits {failed:?}");
+    assert!(failed.is_empty(), "{h}×{w} gate {gate:?}: batched logits differ from per-image ones for splits {failed:?}");
 }
 
 #[test]
@@ -221,20 +223,20 @@ fn forward_matches_float64_reference() {
     // (for_each_level holds the test lock itself)
     let n = net();
     let m = model(&n);
-    // 40×33: both SE blocks gated in conv3's epilogue; 18×17: the second one unfused
-    // (see `batched_forward_equals_per_image_forward_for_every_split`).
-    for (h, w) in [(40, 33), (18, 17)] {
+    // Both SE blocks gated in conv3's epilogue with the folded first layer (`None`, the
+    // default), and both unfused (`Some(false)`).
+    for ((h, w), gate) in [((40, 33), None), ((18, 17), None), ((40, 33), Some(false)), ((18, 17), Some(false))] {
         let per = 3 * h * w;
         let x = Rng(7).vec(3 * per);
         senet_kernels::simd::for_each_level(|level| {
-            let y = m.forward_split(&x, Shape4::new(3, 3, h, w), Split::Ops(6)).unwrap();
+            let y = m.forward_gate(&x, Shape4::new(3, 3, h, w), Split::Ops(6), gate).unwrap();
             for i in 0..3 {
                 let r = reference(&n, &x[i * per..(i + 1) * per], h, w);
                 for k in 0..CLASSES {
                     let (got, want) = (y[i * CLASSES + k] as f64, r[k]);
                     // float32 accumulation over ≤ 432 products per output through 9
                     // layers: relative 1e-4 of the logit scale is ~100× the observed error.
-                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{h}×{w} {level:?} image {i} logit {k}: {got} vs {want}");
+                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{h}×{w} gate {gate:?} {level:?} image {i} logit {k}: {got} vs {want}");
                 }
             }
         });

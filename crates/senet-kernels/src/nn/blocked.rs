@@ -24,7 +24,7 @@
 use crate::aligned::{with_scratch, Aligned};
 use super::{for_each_task, SyncPtr};
 use crate::simd::{self, SimdLevel};
-use crate::vec::{simd_dispatch, Vf32};
+use crate::vec::Vf32;
 use crate::Shape4;
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -444,59 +444,12 @@ impl ConvBlk {
     }
 
     /// Whether this layer can apply an SE block's gates in its epilogue from the means
-    /// of its input ([`ConvBlk::project_means`], [`ConvBlk::run_gated`]): a dense 1×1,
+    /// of its input ([`ConvBlk::dense_matrix`], [`ConvBlk::run_gated`]): a dense 1×1,
     /// stride-1, unpadded convolution of at least 16 input channels (an SE-ResNet's
     /// conv3). Such a layer is linear per pixel, so the channel means of its output are
     /// the layer applied to the channel means of its input.
     pub fn gate_fusable(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0 && self.groups == 1 && self.cpb == BLK
-    }
-
-    /// The channel means of this layer's output computed from those of its input
-    /// (`means` [n · cin] → `z` [n · cout]): `z = W · means + bias`, for an input of
-    /// h×w pixels (which decides the weight packing read, as in [`ConvBlk::run`]).
-    /// Each output is one multiply-add chain over the input channels in ascending
-    /// order, whichever packing, task split or batch: bitwise the same for an image
-    /// alone or in any batch, at any thread count. Reading the weights here also
-    /// brings them into the cache for the [`ConvBlk::run_gated`] call that follows.
-    ///
-    /// # Panics
-    /// Unless [`ConvBlk::gate_fusable`], or on a length mismatch.
-    pub fn project_means(&self, means: &[f32], n: usize, h: usize, w: usize, z: &mut [f32]) {
-        assert!(self.gate_fusable(), "conv_blk: project_means needs a dense 1×1/1 layer");
-        assert_eq!(means.len(), n * self.cin, "conv_blk: means length");
-        assert_eq!(z.len(), n * self.cout, "conv_blk: z length");
-        if n == 0 {
-            return;
-        }
-        let level = simd::level();
-        let (nb, counts) = self.tile_nb(level, true, false, h * w);
-        let groups = block_groups(blocks(self.cout), nb, counts);
-        let wpack = self.packed(nb, counts);
-        let (cin, cout) = (self.cin, self.cout);
-        let kb = self.nib[0];
-        // Means zero-padded to whole input blocks (the packed weights are zero there).
-        let mut mp = vec![0.0f32; n * kb * BLK];
-        for i in 0..n {
-            mp[i * kb * BLK..][..cin].copy_from_slice(&means[i * cin..(i + 1) * cin]);
-        }
-        let zp = SyncPtr(z.as_mut_ptr());
-        let work = n * kb * BLK * blocks(cout) * BLK;
-        for_each_task(groups.len(), work >= crate::pool::PAR_GRAIN, |gi| {
-            let (ob0, g) = groups[gi];
-            let wg = &wpack.as_slice()[self.woff[ob0]..][..kb * BLK * g * BLK];
-            let mut acc = vec![0.0f32; g * BLK];
-            for i in 0..n {
-                project_group(level, wg, &mp[i * kb * BLK..][..kb * BLK], self.bias.as_slice(), ob0, g, &mut acc);
-                for (l, &v) in acc.iter().enumerate() {
-                    let co = ob0 * BLK + l;
-                    if co < cout {
-                        // SAFETY: channel co of image i belongs to group gi's task only.
-                        unsafe { *zp.get().add(i * cout + co) = v };
-                    }
-                }
-            }
-        });
     }
 
     /// [`ConvBlk::run`] with an SE block's gates applied in the epilogue:
@@ -787,6 +740,48 @@ impl ConvBlk {
             && tunables().rows2
     }
 
+    /// Rows of 16 weights per output block: (input block, ky, kx, channel).
+    fn steps(&self) -> usize {
+        self.nib[0] * self.kh * self.kw * self.cpb
+    }
+
+    /// Where output block ob's rows sit in a packing of tile width `n` made with
+    /// `counts`: (offset of its group, blocks in the group, its index in the group);
+    /// row r's 16 weights start at `offset + (r · g + b) · 16`.
+    fn locate(&self, n: usize, counts: &[usize]) -> Vec<(usize, usize, usize)> {
+        let cob = blocks(self.cout);
+        let mut at = vec![(0usize, 1usize, 0usize); cob];
+        for (ob0, g) in block_groups(cob, n, counts) {
+            for b in 0..g {
+                at[ob0 + b] = (self.woff[ob0], g, b);
+            }
+        }
+        at
+    }
+
+    /// A dense 1×1/1 layer's weights as a `[cout, cin]` row-major matrix and its bias
+    /// `[cout]`, read back from whichever packing it holds (exact copies of the values
+    /// it was built with); None for any other layer.
+    pub fn dense_matrix(&self) -> Option<(Vec<f32>, Vec<f32>)> {
+        if !self.gate_fusable() {
+            return None;
+        }
+        let packs = self.packs.read().unwrap_or_else(|e| e.into_inner());
+        let (nb, p) = packs.iter().enumerate().find_map(|(i, p)| p.as_ref().map(|p| (i, p)))?;
+        let at = self.locate(nb, p.counts);
+        let w = p.w.as_slice();
+        let (cin, cout) = (self.cin, self.cout);
+        let mut m = vec![0.0f32; cout * cin];
+        for (o, row) in m.chunks_exact_mut(cin).enumerate() {
+            let (base, g, b) = at[o / BLK];
+            for (i, v) in row.iter_mut().enumerate() {
+                // Dense 1×1: row i of every block is input channel i (ib0 = 0, k = 1).
+                *v = w[base + (i * g + b) * BLK + o % BLK];
+            }
+        }
+        Some((m, self.bias.as_slice()[..cout].to_vec()))
+    }
+
     /// The weights packed for tiles of `nb` output blocks, grouped by
     /// `block_groups(cob, nb, counts)` (see `packs`).
     fn packed(&self, nb: usize, counts: &'static [usize]) -> Arc<Aligned> {
@@ -808,25 +803,12 @@ impl ConvBlk {
             .enumerate()
             .find_map(|(i, p)| p.as_ref().map(|p| (i, p.counts, p.w.clone())))
             .expect("a ConvBlk always holds one packing");
-        let per_block = self.kh * self.kw * self.cpb * BLK;
-        // Rows of 16 weights per block: (cb, ky, kx, ci).
-        let steps = self.nib[0] * per_block / BLK;
-        let cob = blocks(self.cout);
-        // Where row r of output block ob sits in a packing of tile width `n`.
-        let locate = |n: usize, counts: &[usize]| {
-            let mut at = vec![(0usize, 1usize, 0usize); cob]; // (woff of group start, g, b)
-            for (ob0, g) in block_groups(cob, n, counts) {
-                for b in 0..g {
-                    at[ob0 + b] = (self.woff[ob0], g, b);
-                }
-            }
-            at
-        };
-        let (from, to) = (locate(src_nb, src_counts), locate(nb, counts));
+        let steps = self.steps();
+        let (from, to) = (self.locate(src_nb, src_counts), self.locate(nb, counts));
         let w = src.as_slice();
         let mut buf = Aligned::zeroed(w.len());
         let out = buf.as_mut_slice();
-        for ob in 0..cob {
+        for ob in 0..blocks(self.cout) {
             let ((fb, fg, fi), (tb, tg, ti)) = (from[ob], to[ob]);
             for r in 0..steps {
                 out[tb + (r * tg + ti) * BLK..][..BLK].copy_from_slice(&w[fb + (r * fg + fi) * BLK..][..BLK]);
@@ -842,8 +824,7 @@ impl ConvBlk {
     }
 
     /// Output blocks per tile (NB) for a run with these properties, and the NB values
-    /// of `level` that [`block_groups`] may use: decides the weight packing too, so
-    /// [`ConvBlk::project_means`] asks the same question as the tiles.
+    /// of `level` that [`block_groups`] may use (this decides the weight packing too).
     fn tile_nb(&self, level: SimdLevel, flat: bool, rows2: bool, eow: usize) -> (usize, &'static [usize]) {
         let cob = blocks(self.cout);
         let counts = block_counts(level);
@@ -1220,32 +1201,6 @@ impl ConvBlk {
                 }
             });
         }
-    }
-}
-
-simd_dispatch!(fn project_group(wg: &[f32], m: &[f32], bias: &[f32], ob0: usize, g: usize, acc: &mut [f32]) => project_group_k);
-
-/// `acc[b·16 + l] = bias[(ob0 + b)·16 + l] + Σ_k wg[(k·g + b)·16 + l] · m[k]` for the g
-/// blocks of one packed 1×1 tile group (`wg` is `[k][g·16]`): one FMA chain per output
-/// in ascending k.
-#[inline(always)]
-unsafe fn project_group_k<V: Vf32>(wg: &[f32], m: &[f32], bias: &[f32], ob0: usize, g: usize, acc: &mut [f32]) {
-    // All g·16/LANES vectors at once: independent chains hide the FMA latency.
-    const MAXV: usize = 16;
-    let nv = g * BLK / V::LANES;
-    assert!(nv <= MAXV && wg.len() >= m.len() * g * BLK && acc.len() == g * BLK && bias.len() >= (ob0 + g) * BLK);
-    let mut a = [V::zero(); MAXV];
-    for (k, &mk) in m.iter().enumerate() {
-        let mv = V::splat(mk);
-        let wk = wg.as_ptr().add(k * g * BLK);
-        for (j, aj) in a.iter_mut().enumerate().take(nv) {
-            // SAFETY: k·g·16 + (j + 1)·LANES ≤ m.len()·g·16 ≤ wg.len() (asserted above).
-            *aj = mv.mul_add(V::load(wk.add(j * V::LANES)), *aj);
-        }
-    }
-    for (j, aj) in a.iter().enumerate().take(nv) {
-        // SAFETY: (j + 1)·LANES ≤ g·16 = acc.len(); ob0·16 + (j + 1)·LANES ≤ bias.len().
-        aj.add(V::load(bias.as_ptr().add(ob0 * BLK + j * V::LANES))).store(acc.as_mut_ptr().add(j * V::LANES));
     }
 }
 

@@ -97,11 +97,12 @@ impl Conv {
         matches!(self, Conv::Direct(c) if c.gate_fusable())
     }
 
-    /// [`ConvBlk::project_means`] (panics unless [`Conv::gate_fusable`]).
-    pub fn project_means(&self, means: &[f32], n: usize, h: usize, w: usize, z: &mut [f32]) {
+    /// [`ConvBlk::dense_matrix`]: a dense 1×1/1 layer's `[cout, cin]` weights and
+    /// bias; None for any other layer.
+    pub fn dense_matrix(&self) -> Option<(Vec<f32>, Vec<f32>)> {
         match self {
-            Conv::Direct(c) => c.project_means(means, n, h, w, z),
-            Conv::Winograd(_) => panic!("conv: project_means needs a dense 1×1/1 layer"),
+            Conv::Direct(c) => c.dense_matrix(),
+            Conv::Winograd(_) => None,
         }
     }
 
