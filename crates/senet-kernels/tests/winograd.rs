@@ -212,3 +212,59 @@ fn conv_wino_weight_groupings_compute_the_same_bits() {
         }
     });
 }
+
+/// `run_squeeze` (the SE squeeze summed in the output transform): the same outputs as
+/// `run`, bit for bit, and channel means within a few roundings of the float64 mean of
+/// those outputs (each tile's ≤ 16 stored values summed in f32, the tiles in f64: error
+/// ≤ 16·u·mean|y| per channel, asserted with 2× margin); bitwise the same for 1–3
+/// threads and for each image alone as in the batch, also on maps whose edge tiles are
+/// partial (odd sizes) and with residual and ReLU.
+#[test]
+fn conv_wino_run_squeeze_gives_the_means_of_its_outputs() {
+    simd::for_each_level(|level| {
+        for (i, &(n, cin, cout, h, w)) in [(3, 32, 40, 10, 9), (1, 48, 56, 7, 7), (2, 16, 24, 14, 13)].iter().enumerate() {
+            let mut rng = Rng(0x5e0 + i as u64);
+            let Layer { wt, b, xs, ys, xb, .. } = layer(&mut rng, n, cin, cout, h, w);
+            let rb = to_blk(&rng.vec(ys.len().unwrap()), ys);
+            for tile in [WinoTile::F2, WinoTile::F4] {
+                let conv = ConvWino::with_tile(&wt, &b, cin, cout, tile);
+                for (res, relu) in [(None, false), (Some(&rb[..]), true)] {
+                    let what = format!("{level:?} case {i} {tile:?} res={} relu={relu}", res.is_some());
+                    let both = same_for_thread_counts(|| {
+                        let mut y = vec![f32::NAN; blk16_len(ys)];
+                        let mut m = vec![f32::NAN; n * cout];
+                        conv.run_squeeze(&xb, xs, &mut y, res, relu, &mut m);
+                        [y, m].concat()
+                    });
+                    let (y, means) = both.split_at(blk16_len(ys));
+                    let mut plain = vec![f32::NAN; blk16_len(ys)];
+                    conv.run(&xb, xs, &mut plain, res, relu);
+                    assert_eq!(bits(y), bits(&plain), "{what}: outputs differ from run");
+                    let yn = from_blk(y, ys);
+                    let hw = h * w;
+                    for p in 0..n * cout {
+                        let seg = &yn[p * hw..(p + 1) * hw];
+                        let want = seg.iter().map(|&v| v as f64).sum::<f64>() / hw as f64;
+                        let scale = seg.iter().map(|&v| (v as f64).abs()).sum::<f64>() / hw as f64;
+                        let got = means[p] as f64;
+                        assert!((got - want).abs() <= 32.0 * U * scale + 1e-30, "{what}: plane {p}: {got} vs {want}");
+                    }
+                    // Each image alone: the same means, bit for bit.
+                    let (xi, yi) = (Shape4::new(1, cin, h, w), Shape4::new(1, cout, h, w));
+                    for img in 0..n {
+                        let (px, py) = (blk16_len(xi), blk16_len(yi));
+                        let mut y1 = vec![f32::NAN; py];
+                        let mut m1 = vec![f32::NAN; cout];
+                        let r1 = res.map(|r| &r[img * py..(img + 1) * py]);
+                        conv.run_squeeze(&xb[img * px..(img + 1) * px], xi, &mut y1, r1, relu, &mut m1);
+                        assert_eq!(bits(&m1), bits(&means[img * cout..(img + 1) * cout]), "{what}: image {img} alone");
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}

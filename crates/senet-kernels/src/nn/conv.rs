@@ -1,7 +1,7 @@
 //! [`Conv`]: the convolution the executor runs, choosing per layer between the direct
 //! blocked kernel and Winograd.
 
-use super::blocked::{blocks, squeeze_blk16, ConvBlk, BLK};
+use super::blocked::ConvBlk;
 use super::winograd::{ConvWino, WinoTile};
 use crate::Shape4;
 
@@ -76,18 +76,12 @@ impl Conv {
         }
     }
 
-    /// [`ConvBlk::run_squeeze`]: the output and its channel means (fused into the direct
-    /// kernel's tiles; a separate pass after Winograd).
+    /// [`ConvBlk::run_squeeze`] / [`ConvWino::run_squeeze`]: the output and its channel
+    /// means (summed in the direct kernel's tiles or in Winograd's output transform).
     pub fn run_squeeze(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, means: &mut [f32]) {
         match self {
             Conv::Direct(c) => c.run_squeeze(x, xs, y, residual, relu, means),
-            Conv::Winograd(c) => {
-                c.run(x, xs, y, residual, relu);
-                let (oh, ow) = c.output_hw(xs.h, xs.w).expect("checked by run");
-                let ys = Shape4::new(xs.n, c.cout(), oh, ow);
-                debug_assert_eq!(y.len(), xs.n * blocks(c.cout()) * BLK * oh * ow);
-                squeeze_blk16(y, ys, means);
-            }
+            Conv::Winograd(c) => c.run_squeeze(x, xs, y, residual, relu, means),
         }
     }
 

@@ -387,6 +387,10 @@ struct Ctx<'a> {
     u: *const f32,
     bias: *const f32,
     relu: bool,
+    /// Squeeze partial sums (`run_squeeze`), or null: per tile of the batch and output
+    /// channel (`[g_total][cob·16]`), the sum of the tile's stored outputs, written by
+    /// the task that stores them.
+    sq: *mut f32,
     /// Loop order of the GEMMs: ξ outer (M of all the task's groups in scratch).
     xi_outer: bool,
     k2: &'static [GemmFn],
@@ -576,7 +580,8 @@ unsafe fn out_group<V: Vf32, const A: usize>(st: &Step, gi: usize, mp: *mut f32)
 }
 
 /// The `mh × mw` outputs of a tile (rows `w·16` floats apart from `y + off`): second
-/// 1-D output transform, bias, residual, ReLU, store.
+/// 1-D output transform, bias, residual, ReLU, store. Returns the sum of the stored
+/// values (column by column, each column's rows in order), for the squeeze.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn emit<V: Vf32, const A: usize, const RES: bool, const RELU: bool>(
@@ -588,7 +593,8 @@ unsafe fn emit<V: Vf32, const A: usize, const RES: bool, const RELU: bool>(
     w: usize,
     mh: usize,
     mw: usize,
-) {
+) -> V {
+    let mut sum = V::zero();
     for j in 0..mw {
         let col = [tmp[0][j], tmp[1][j], tmp[2][j], tmp[3][j], tmp[4][j], tmp[5][j]];
         let o = at::<V, A>(&col);
@@ -602,8 +608,10 @@ unsafe fn emit<V: Vf32, const A: usize, const RES: bool, const RELU: bool>(
                 v = v.max(V::zero());
             }
             v.store(y.add(off));
+            sum = sum.add(v);
         }
     }
+    sum
 }
 
 #[inline(always)]
@@ -637,10 +645,14 @@ unsafe fn out_group_k<V: Vf32, const A: usize, const RES: bool, const RELU: bool
                     *tr = at::<V, A>(&row);
                 }
                 let bias = V::load(c.bias.add(ob * 16 + l));
-                if mh == m && mw == m {
-                    emit::<V, A, RES, RELU>(&tmp, bias, c.y, c.res, yoff + l, w, A - 2, A - 2);
+                let sum = if mh == m && mw == m {
+                    emit::<V, A, RES, RELU>(&tmp, bias, c.y, c.res, yoff + l, w, A - 2, A - 2)
                 } else {
-                    emit::<V, A, RES, RELU>(&tmp, bias, c.y, c.res, yoff + l, w, mh, mw);
+                    emit::<V, A, RES, RELU>(&tmp, bias, c.y, c.res, yoff + l, w, mh, mw)
+                };
+                if !c.sq.is_null() {
+                    // Tile g0 + t, channels ob·16 + l ..: stored by this task only.
+                    sum.store(c.sq.add((g0 + t) * c.cob * 16 + ob * 16 + l));
                 }
             }
         }
@@ -855,6 +867,35 @@ impl ConvWino {
     /// # Panics
     /// When `xs.c != cin` or a length does not match.
     pub fn run(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool) {
+        self.run_impl(x, xs, y, residual, relu, None)
+    }
+
+    /// [`ConvWino::run`], also writing the channel means of the output (`means` `[n ·
+    /// cout]`, the SE squeeze): each tile's stored outputs are summed in f32 in the
+    /// output transform (at most 16 per channel), and the tiles' sums of an image added
+    /// in f64 in tile order, so the means are bitwise the same for any thread count and
+    /// for an image alone or in any batch (and within a few roundings of the mean of the
+    /// stored outputs).
+    ///
+    /// # Panics
+    /// As [`ConvWino::run`], or when `means` has the wrong length.
+    pub fn run_squeeze(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, means: &mut [f32]) {
+        assert_eq!(means.len(), xs.n * self.cout, "conv_wino: means length");
+        let m = self.tile.m();
+        let (th, tw) = (xs.h.div_ceil(m), xs.w.div_ceil(m));
+        let cob16 = blocks(self.cout) * BLK;
+        let mut part = vec![0.0f32; xs.n * th * tw * cob16];
+        self.run_impl(x, xs, y, residual, relu, Some(&mut part));
+        let (tpi, hw) = (th * tw, (xs.h * xs.w) as f64);
+        for (n, mn) in means.chunks_exact_mut(self.cout).enumerate() {
+            for (ch, mv) in mn.iter_mut().enumerate() {
+                let s: f64 = (0..tpi).map(|t| part[(n * tpi + t) * cob16 + ch] as f64).sum();
+                *mv = (s / hw) as f32;
+            }
+        }
+    }
+
+    fn run_impl(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>) {
         assert_eq!(xs.c, self.cin, "conv_wino: input channels");
         assert_eq!(x.len(), blk16_len(xs), "conv_wino: input length");
         let ys = Shape4::new(xs.n, self.cout, xs.h, xs.w);
@@ -898,6 +939,10 @@ impl ConvWino {
             u: self.u.as_slice().as_ptr(),
             bias: self.bias.as_slice().as_ptr(),
             relu,
+            sq: sq.map_or(std::ptr::null_mut(), |p| {
+                assert_eq!(p.len(), g * blocks(self.cout) * BLK, "conv_wino: squeeze partials length");
+                p.as_mut_ptr()
+            }),
             xi_outer,
             k2,
             k1,
