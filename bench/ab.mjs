@@ -9,7 +9,10 @@
 // `git worktree` of an earlier commit and this checkout. Each build loads its own addon
 // (its own thread pool, resized to --threads). Prints each build's median ms, the median
 // of the per-pair ratios B/A (< 1: B faster) and max |Δlogit| between the builds on the
-// same input (0 when a change keeps every result bit).
+// same input (0 when a change keeps every result bit). Run it both ways (A B, then
+// B A): on the shared AVX2 host the build loaded second was favoured by 2–4% in some
+// sessions (each addon has its own pinned pool and its own copy of the weights), so a
+// single order can show a difference that swapping the roles reverses.
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { alternatePairs, intOption, median } from './common.mjs'
