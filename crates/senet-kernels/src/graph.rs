@@ -168,67 +168,25 @@ impl SeFold {
         if conv.cout() != c || w.len() != c * cin {
             return None;
         }
-        // W repacked as tiles of 4 input channels, `[cin/4][c][4]` in f64, so that a
-        // band of 4 rows of w1 runs through one tile's k in order with the 16 sums in
-        // registers: each product still sums over k in ascending order (mul, then add),
-        // as a plain row-by-row loop would, at a fraction of its time (that loop, which
-        // reloaded and stored its f64 row of sums for every k, took ~0.25 s of CPU per
-        // SE-ResNet-50 load).
-        const RB: usize = 4;
-        const IB: usize = 4;
-        let tiles = cin.div_ceil(IB);
-        let mut wt = vec![0.0f64; tiles * c * IB];
-        for (k, wk) in w.chunks_exact(cin).enumerate() {
-            for (i, &v) in wk.iter().enumerate() {
-                wt[((i / IB) * c + k) * IB + i % IB] = v as f64;
-            }
-        }
-        let bands: Vec<(Vec<f32>, Vec<f32>)> = pool::install(|| {
+        let rows: Vec<(Vec<f32>, f32)> = pool::install(|| {
             use rayon::prelude::*;
-            (0..cr.div_ceil(RB))
+            (0..cr)
                 .into_par_iter()
-                .map(|band| {
-                    let j0 = band * RB;
-                    let nr = RB.min(cr - j0);
-                    let mut a = vec![[0.0f64; RB]; c];
-                    for (k, ak) in a.iter_mut().enumerate() {
-                        for (r, v) in ak.iter_mut().enumerate().take(nr) {
-                            *v = w1[(j0 + r) * c + k] as f64;
+                .map(|j| {
+                    let mut acc = vec![0.0f64; cin];
+                    let mut bias = b1.map_or(0.0, |b1| b1[j] as f64);
+                    for (k, wk) in w.chunks_exact(cin).enumerate() {
+                        let a = w1[j * c + k] as f64;
+                        bias += a * b[k] as f64;
+                        for (s, &v) in acc.iter_mut().zip(wk) {
+                            *s += a * v as f64;
                         }
                     }
-                    let mut out = vec![0.0f32; nr * cin];
-                    for (tile, wtile) in wt.chunks_exact(c * IB).enumerate() {
-                        let mut acc = [[0.0f64; IB]; RB];
-                        for (ak, wk) in a.iter().zip(wtile.chunks_exact(IB)) {
-                            for r in 0..RB {
-                                for q in 0..IB {
-                                    acc[r][q] += ak[r] * wk[q];
-                                }
-                            }
-                        }
-                        for (r, ar) in acc.iter().enumerate().take(nr) {
-                            for (q, &v) in ar.iter().enumerate() {
-                                if tile * IB + q < cin {
-                                    out[r * cin + tile * IB + q] = v as f32;
-                                }
-                            }
-                        }
-                    }
-                    let bias = (j0..j0 + nr)
-                        .map(|j| {
-                            let mut t = b1.map_or(0.0, |b1| b1[j] as f64);
-                            for (k, &bk) in b.iter().enumerate() {
-                                t += w1[j * c + k] as f64 * bk as f64;
-                            }
-                            t as f32
-                        })
-                        .collect();
-                    (out, bias)
+                    (acc.into_iter().map(|v| v as f32).collect(), bias as f32)
                 })
                 .collect()
         });
-        let (w1, b1): (Vec<Vec<f32>>, Vec<Vec<f32>>) = bands.into_iter().unzip();
-        let b1 = b1.concat();
+        let (w1, b1): (Vec<Vec<f32>>, Vec<f32>) = rows.into_iter().unzip();
         Some(SeFold { w1: w1.concat(), b1, cin })
     }
 }
