@@ -100,6 +100,8 @@ thread_local! {
     /// V shared by the tasks of one call that split only the output groups (see
     /// [`Phase`]), owned by the calling thread.
     static SHARED_V: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The squeeze's per-tile sums of one `run_squeeze` call, owned by the calling thread.
+    static SQ_PART: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// What a task does. `Whole`: the input transform of its tile block into its own V,
@@ -884,15 +886,18 @@ impl ConvWino {
         let m = self.tile.m();
         let (th, tw) = (xs.h.div_ceil(m), xs.w.div_ceil(m));
         let cob16 = blocks(self.cout) * BLK;
-        let mut part = vec![0.0f32; xs.n * th * tw * cob16];
-        self.run_impl(x, xs, y, residual, relu, Some(&mut part));
-        let (tpi, hw) = (th * tw, (xs.h * xs.w) as f64);
-        for (n, mn) in means.chunks_exact_mut(self.cout).enumerate() {
-            for (ch, mv) in mn.iter_mut().enumerate() {
-                let s: f64 = (0..tpi).map(|t| part[(n * tpi + t) * cob16 + ch] as f64).sum();
-                *mv = (s / hw) as f32;
+        // Every (tile, output channel) sum is stored by the run, so the reused buffer
+        // needs no clearing.
+        with_scratch(&SQ_PART, xs.n * th * tw * cob16, |part| {
+            self.run_impl(x, xs, y, residual, relu, Some(part));
+            let (tpi, hw) = (th * tw, (xs.h * xs.w) as f64);
+            for (n, mn) in means.chunks_exact_mut(self.cout).enumerate() {
+                for (ch, mv) in mn.iter_mut().enumerate() {
+                    let s: f64 = (0..tpi).map(|t| part[(n * tpi + t) * cob16 + ch] as f64).sum();
+                    *mv = (s / hw) as f32;
+                }
             }
-        }
+        })
     }
 
     fn run_impl(&self, x: &[f32], xs: Shape4, y: &mut [f32], residual: Option<&[f32]>, relu: bool, sq: Option<&mut [f32]>) {
