@@ -668,7 +668,9 @@ impl Model {
                 let n_in = x.len();
                 ws.slots[ws.map[0]].as_mut_slice()[..n_in].copy_from_slice(x);
             }
-            self.exec(&mut ws, k..self.ops.len(), &mut st, &mut times, input);
+            // The batched ops with the pool's threads held spinning between ops (the
+            // per-image phase keeps one image per thread and needs no team).
+            pool::team(|| self.exec(&mut ws, k..self.ops.len(), &mut st, &mut times, input));
             if profiling() {
                 report(&times);
             }

@@ -168,6 +168,183 @@ pub fn threads_here() -> usize {
     }
 }
 
+/// Whether [`team`] holds the pool's threads for a call (default; `SENET_TEAM=0` turns
+/// it off, leaving every parallel op to rayon's wake-ups: a measurement aid).
+fn team_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| !std::env::var("SENET_TEAM").is_ok_and(|v| v.trim() == "0"))
+}
+
+/// Whether a pool of `threads` may hold a team: no more threads than CPUs this process
+/// may run on (else a spinning helper would take CPU time from the thread doing work).
+pub(crate) fn team_fits(threads: usize) -> bool {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    let cpus = *CPUS.get_or_init(|| match allowed_cpus().len() {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    });
+    threads <= cpus
+}
+
+thread_local! {
+    /// The team this thread leads, while it runs [`team`]'s closure outside a job.
+    static TEAM: std::cell::Cell<*const Team> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+/// `Team::state`: the job generation in the high 32 bits, `OPEN` while helpers may join
+/// the current job, and in the low bits the number of helpers inside it.
+const OPEN: u64 = 1 << 31;
+const INSIDE: u64 = OPEN - 1;
+
+/// The pool's other threads, held for the length of one [`team`] call, each spinning
+/// until the leader publishes a job ([`run_on_team`]) and then running it with its own
+/// thread index.
+pub(crate) struct Team {
+    state: std::sync::atomic::AtomicU64,
+    quit: std::sync::atomic::AtomicBool,
+    /// The published job: written by the leader only while no helper is inside a job
+    /// and before the `OPEN` state that lets helpers in (Release / Acquire on `state`).
+    job: std::cell::UnsafeCell<Option<*const (dyn Fn(usize) + Sync)>>,
+    size: usize,
+}
+
+// SAFETY: `job` is written by the leader only while no helper can read it (see the
+// field); everything else is atomic.
+unsafe impl Sync for Team {}
+
+impl Team {
+    /// A helper's loop: join every job published after the last one it ran, until quit.
+    fn help(&self) {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+        let me = rayon::current_thread_index().unwrap_or(0);
+        let mut seen = 0u64;
+        let mut idle = 0u32;
+        while !self.quit.load(Acquire) {
+            let s = self.state.load(Acquire);
+            if s & OPEN == 0 || s >> 32 == seen {
+                // After a long wait (~1 ms), offer the CPU to anything else runnable on
+                // every round (returns at once when nothing is).
+                idle = idle.saturating_add(1);
+                if idle > 1 << 14 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
+            idle = 0;
+            if self.state.compare_exchange_weak(s, s + 1, Acquire, Relaxed).is_err() {
+                continue;
+            }
+            seen = s >> 32;
+            struct Out<'a>(&'a Team);
+            impl Drop for Out<'_> {
+                fn drop(&mut self) {
+                    self.0.state.fetch_sub(1, Release);
+                }
+            }
+            let _out = Out(self);
+            // SAFETY: joined while the job's state was open, so the leader published
+            // `job` before it (Release/Acquire) and waits until this helper is out
+            // (`_out`, also on unwind) before the closure it points to is dropped.
+            let job = unsafe { &*(*self.job.get()).expect("team job") };
+            job(me);
+        }
+    }
+
+    /// Publishes `job`, runs it on this thread, then closes it and waits until every
+    /// helper that joined is out (also when `job` panics here).
+    fn run(&self, job: &(dyn Fn(usize) + Sync)) {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+        struct Close<'a>(&'a Team);
+        impl Drop for Close<'_> {
+            fn drop(&mut self) {
+                self.0.state.fetch_and(!OPEN, AcqRel);
+                while self.0.state.load(Acquire) & INSIDE != 0 {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        let gen = (self.state.load(Acquire) >> 32) + 1;
+        // SAFETY: the state is closed with nobody inside (the previous run's Close), so
+        // no helper reads `job` now. The lifetime is erased; Close below keeps the
+        // closure alive until no helper can use the pointer any more.
+        unsafe {
+            *self.job.get() = Some(std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const (dyn Fn(usize) + Sync + 'static)>(job));
+        }
+        let _close = Close(self);
+        self.state.store(gen << 32 | OPEN, Release);
+        job(rayon::current_thread_index().unwrap_or(0));
+    }
+}
+
+/// Runs `f` (on a thread of the pool, inside [`install`]) with the pool's other threads
+/// held as a team: they spin between the parallel ops `f` runs instead of going to
+/// sleep, so each op's tasks start on every thread at once. A thread that sleeps takes
+/// 30–100 µs to join an op on this VM (`examples/wake_latency.rs`: a 2-thread join
+/// after ≥ 50 µs of idleness), longer than many batch-1 ops; rayon's workers sleep
+/// after ~30 µs without work, which a forward's serial steps and uneven op ends often
+/// exceed. Ops ([`run_on_team`]) then run as before, only their tasks start sooner.
+/// Inline when the pool has one thread or more threads than CPUs ([`team_fits`]),
+/// inside [`serial`], off the pool, nested, or with `SENET_TEAM=0`. A helper that
+/// cannot start (its thread busy with another call's work) is simply not there: its
+/// ranges are taken over by the others.
+pub fn team<R>(f: impl FnOnce() -> R) -> R {
+    let threads = rayon::current_num_threads();
+    if threads < 2 || is_serial() || rayon::current_thread_index().is_none() || !TEAM.with(|t| t.get().is_null()) || !team_enabled() || !team_fits(threads) {
+        return f();
+    }
+    let team = Team {
+        state: std::sync::atomic::AtomicU64::new(0),
+        quit: std::sync::atomic::AtomicBool::new(false),
+        job: std::cell::UnsafeCell::new(None),
+        size: threads,
+    };
+    struct Leave<'a>(&'a Team);
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            TEAM.with(|t| t.set(std::ptr::null()));
+            self.0.quit.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+    rayon::in_place_scope(|s| {
+        for _ in 1..threads {
+            s.spawn(|_| team.help());
+        }
+        TEAM.with(|t| t.set(&team));
+        let _leave = Leave(&team);
+        f()
+    })
+}
+
+/// The number of threads of the team this thread leads (outside a job), if any.
+pub(crate) fn team_size() -> Option<usize> {
+    let t = TEAM.with(|t| t.get());
+    // SAFETY: see run_on_team.
+    (!t.is_null()).then(|| unsafe { (*t).size })
+}
+
+/// Runs `job(thread index)` on this thread and on each helper of the team it leads that
+/// joins in time, and returns true; false (nothing run) when it leads none. While the
+/// job runs, calls it makes go to rayon as without a team.
+pub(crate) fn run_on_team(job: &(dyn Fn(usize) + Sync)) -> bool {
+    let t = TEAM.with(|t| t.replace(std::ptr::null()));
+    if t.is_null() {
+        return false;
+    }
+    struct Back(*const Team);
+    impl Drop for Back {
+        fn drop(&mut self) {
+            TEAM.with(|t| t.set(self.0));
+        }
+    }
+    let _back = Back(t);
+    // SAFETY: TEAM is set only by `team`, for the life of `team` (the pointer is cleared
+    // before it is dropped), on this thread.
+    unsafe { &*t }.run(job);
+    true
+}
+
 /// Minimum work (in f32 elements touched) a task must have before it is split across
 /// threads: below this, waking threads costs more than it saves.
 pub const PAR_GRAIN: usize = 1 << 15;

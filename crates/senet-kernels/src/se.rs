@@ -10,7 +10,7 @@ use crate::pool::{self, PAR_GRAIN};
 use crate::simd::{self, SimdLevel};
 use crate::vec::{simd_dispatch, stream_fence, Vf32};
 use crate::{Layout, Shape4};
-use rayon::prelude::*;
+use crate::nn::for_each_task;
 
 /// Excitation weights in PyTorch layout: `w1` [cr, c], `w2` [c, cr], `b1` [cr], `b2` [c].
 #[derive(Clone, Copy, Debug)]
@@ -456,9 +456,13 @@ fn squeeze_in(level: SimdLevel, x: &[f32], s: Shape4, layout: Layout, z: &mut [f
         let planes = s.n * s.c;
         let tasks = tasks_for(x.len(), planes);
         let per = planes.div_ceil(tasks);
-        z.par_chunks_mut(per).enumerate().for_each(|(t, zc)| {
+        let zp = SendPtr(z.as_mut_ptr());
+        for_each_task(planes.div_ceil(per), true, |t| {
             let p0 = t * per;
-            squeeze_planes(level, &x[p0 * hw..(p0 + zc.len()) * hw], hw, zc);
+            let n = per.min(planes - p0);
+            // SAFETY: task t owns z[p0 .. p0 + n], disjoint across tasks.
+            let zc = unsafe { std::slice::from_raw_parts_mut(zp.get().add(p0), n) };
+            squeeze_planes(level, &x[p0 * hw..(p0 + n) * hw], hw, zc);
         });
     } else {
         // NHWC (and NCHW with 1×1 planes, which is the same memory order): each task sums
@@ -475,11 +479,7 @@ fn squeeze_in(level: SimdLevel, x: &[f32], s: Shape4, layout: Layout, z: &mut [f
             let zc = unsafe { std::slice::from_raw_parts_mut(z_ptr.get().add(n * s.c + c0), w) };
             squeeze_cols(level, &x[n * sample..(n + 1) * sample], hw, s.c, c0, zc);
         };
-        if tasks_for(x.len(), work.len()) > 1 {
-            work.par_iter().for_each(run);
-        } else {
-            work.iter().for_each(run);
-        }
+        for_each_task(work.len(), tasks_for(x.len(), work.len()) > 1, |i| run(&work[i]));
     }
 }
 
@@ -523,7 +523,11 @@ fn fc_layer(
         fc_rows(level, wt, b, inp, n, k, 0, sigmoid, &mut out);
     } else {
         let per = rows.div_ceil(tasks);
-        out.par_chunks_mut(per * n).enumerate().for_each(|(t, oc)| {
+        let op = SendPtr(out.as_mut_ptr());
+        for_each_task(rows.div_ceil(per), true, |t| {
+            let r = per.min(rows - t * per);
+            // SAFETY: task t owns rows t·per .. t·per + r of out, disjoint across tasks.
+            let oc = unsafe { std::slice::from_raw_parts_mut(op.get().add(t * per * n), r * n) };
             fc_rows(level, wt, b, inp, n, k, t * per, sigmoid, oc);
         });
     }
@@ -600,11 +604,7 @@ fn scale_in(level: SimdLevel, p: Ptrs, s: Shape4, layout: Layout, gates: &[f32],
                 stream_fence();
             }
         };
-        if tasks > 1 {
-            (0..tasks).into_par_iter().for_each(run);
-        } else {
-            run(0);
-        }
+        for_each_task(tasks, true, run);
     } else {
         let pixels = s.n * hw;
         let tasks = tasks_for(p.len, pixels);
@@ -620,11 +620,7 @@ fn scale_in(level: SimdLevel, p: Ptrs, s: Shape4, layout: Layout, gates: &[f32],
                 px = end;
             }
         };
-        if tasks > 1 {
-            (0..tasks).into_par_iter().for_each(run);
-        } else {
-            run(0);
-        }
+        for_each_task(tasks, true, run);
     }
 }
 
@@ -670,10 +666,8 @@ pub fn se_block(mut io: ScaleIo, s: Shape4, layout: Layout, w: &SeWeights, relu:
             squeeze_in(level, x, s, layout, &mut z);
             excite_in(level, &z, s.n, w.c, w, &mut g);
             scale_in(level, p, s, layout, &g, relu, stream);
-        } else if s.n > 1 && !pool::is_serial() {
-            (0..s.n).into_par_iter().for_each(run);
         } else {
-            (0..s.n).for_each(run);
+            for_each_task(s.n, true, run);
         }
     });
 }

@@ -58,7 +58,20 @@ pub(crate) fn for_each_task(tasks: usize, parallel: bool, f: impl Fn(usize) + Sy
         (0..tasks).for_each(f);
         return;
     }
-    crate::pool::install(|| spread(tasks, threads, &f));
+    if !on_team(tasks, &f) {
+        crate::pool::install(|| spread(tasks, threads, &f));
+    }
+}
+
+/// Inside a [`crate::pool::team`] (a forward's batched ops): [`spread`]'s schedule on
+/// the threads the team holds spinning, which start on their ranges without a wake-up.
+/// False (nothing run) when this thread leads no team.
+fn on_team(tasks: usize, f: &(impl Fn(usize) + Sync)) -> bool {
+    let Some(parts) = crate::pool::team_size().filter(|_| tasks <= u32::MAX as usize) else {
+        return false;
+    };
+    let ranges = Ranges::new(tasks, parts);
+    crate::pool::run_on_team(&|me| ranges.work(me, f))
 }
 
 /// The schedule of [`for_each_task`] on the current rayon pool: `f(i)` once for each
@@ -68,21 +81,35 @@ pub(crate) fn for_each_task(tasks: usize, parallel: bool, f: impl Fn(usize) + Sy
 /// range is taken over).
 fn spread(tasks: usize, parts: usize, f: &(impl Fn(usize) + Sync)) {
     use rayon::prelude::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    let parts = parts.clamp(1, tasks.max(1));
     if tasks > u32::MAX as usize {
         (0..tasks).into_par_iter().for_each(f);
         return;
     }
-    // Range p: [lo, hi) packed as lo | hi << 32; its owner takes lo, the others hi − 1.
-    let ranges: Vec<Padded> = (0..parts)
-        .map(|p| {
-            let (lo, hi) = (p * tasks / parts, (p + 1) * tasks / parts);
-            Padded(AtomicU64::new(lo as u64 | (hi as u64) << 32))
-        })
-        .collect();
-    let take = |p: usize, front: bool| -> Option<usize> {
-        let r = &ranges[p].0;
+    let ranges = Ranges::new(tasks, parts);
+    (0..ranges.0.len()).into_par_iter().with_max_len(1).for_each(|_| ranges.work(rayon::current_thread_index().unwrap_or(0), f));
+}
+
+/// The contiguous task ranges of [`spread`], one per part: range p is `[lo, hi)` packed
+/// as `lo | hi << 32`; its owner takes `lo`, the others `hi − 1`.
+struct Ranges(Vec<Padded>);
+
+impl Ranges {
+    /// `tasks` (< 2³²) cut into `parts` ranges (at most one per task).
+    fn new(tasks: usize, parts: usize) -> Ranges {
+        let parts = parts.clamp(1, tasks.max(1));
+        Ranges(
+            (0..parts)
+                .map(|p| {
+                    let (lo, hi) = (p * tasks / parts, (p + 1) * tasks / parts);
+                    Padded(std::sync::atomic::AtomicU64::new(lo as u64 | (hi as u64) << 32))
+                })
+                .collect(),
+        )
+    }
+
+    fn take(&self, p: usize, front: bool) -> Option<usize> {
+        use std::sync::atomic::Ordering;
+        let r = &self.0[p].0;
         let mut cur = r.load(Ordering::Relaxed);
         loop {
             let (lo, hi) = (cur & 0xffff_ffff, cur >> 32);
@@ -95,19 +122,23 @@ fn spread(tasks: usize, parts: usize, f: &(impl Fn(usize) + Sync)) {
                 Err(now) => cur = now,
             }
         }
-    };
-    (0..parts).into_par_iter().with_max_len(1).for_each(|_| {
-        let me = rayon::current_thread_index().unwrap_or(0) % parts;
-        while let Some(i) = take(me, true) {
+    }
+
+    /// What thread `thread` does: its own range (index mod parts) from the front, then
+    /// the others' from the back, until no task is left.
+    fn work(&self, thread: usize, f: &(impl Fn(usize) + Sync)) {
+        let parts = self.0.len();
+        let me = thread % parts;
+        while let Some(i) = self.take(me, true) {
             f(i);
         }
         for k in 1..parts {
             let p = (me + k) % parts;
-            while let Some(i) = take(p, false) {
+            while let Some(i) = self.take(p, false) {
                 f(i);
             }
         }
-    });
+    }
 }
 
 /// An atomic on a cache line of its own (the ranges of [`spread`] are updated by
@@ -117,8 +148,121 @@ struct Padded(std::sync::atomic::AtomicU64);
 
 #[cfg(test)]
 mod tests {
-    use super::spread;
+    use super::{on_team, spread};
+    use crate::pool::{team, team_fits};
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Inside a team, every task of every op runs exactly once, on the leader and the
+    /// helpers (which join: some op's tasks run on another thread than the leader's), for
+    /// many ops in a row, pool sizes 1–4 and any task count; a call nested in a task runs
+    /// too (through rayon, not the team); outside a team nothing runs on one.
+    #[test]
+    fn team_runs_every_task_once_on_all_threads() {
+        for threads in 1..=4 {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let helped = AtomicU32::new(0);
+            pool.install(|| {
+                assert!(!on_team(4, &|_| ()), "no team yet");
+                team(|| {
+                    let leader = rayon::current_thread_index();
+                    for op in 0..300 {
+                        let tasks = [1, 2, 3, 7, 64, 1001][op % 6];
+                        let runs: Vec<AtomicU32> = (0..tasks).map(|_| AtomicU32::new(0)).collect();
+                        let nested = AtomicU32::new(0);
+                        let ran = on_team(tasks, &|i| {
+                            if tasks == 64 {
+                                std::thread::sleep(std::time::Duration::from_micros(20));
+                            }
+                            if rayon::current_thread_index() != leader {
+                                helped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if op % 50 == 0 && i == 0 {
+                                super::for_each_task(5, true, |_| {
+                                    nested.fetch_add(1, Ordering::Relaxed);
+                                });
+                            }
+                            runs[i].fetch_add(1, Ordering::Relaxed);
+                        });
+                        // No team on 1 thread, nor on more threads than CPUs.
+                        assert_eq!(ran, threads > 1 && team_fits(threads), "{threads} threads");
+                        if ran {
+                            for (i, r) in runs.iter().enumerate() {
+                                assert_eq!(r.load(Ordering::Relaxed), 1, "task {i} of {tasks}, op {op}, {threads} threads");
+                            }
+                            if op % 50 == 0 {
+                                assert_eq!(nested.load(Ordering::Relaxed), 5);
+                            }
+                        }
+                    }
+                });
+                assert!(!on_team(4, &|_| ()), "the team ended");
+            });
+            if threads > 1 && team_fits(threads) {
+                assert!(helped.load(Ordering::Relaxed) > 0, "no helper ran a task ({threads} threads)");
+            }
+        }
+    }
+
+    /// A task that panics, on the leader or on a helper, reaches the caller of `team`
+    /// as a panic (no hang, every helper released); the pool then works as before.
+    #[test]
+    fn team_passes_a_task_panic_on() {
+        if !team_fits(2) {
+            return;
+        }
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        for on_leader in [true, false] {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.install(|| {
+                    team(|| {
+                        let leader = rayon::current_thread_index();
+                        // The first task run on the chosen side panics.
+                        for _ in 0..200 {
+                            on_team(64, &|_| {
+                                std::thread::sleep(std::time::Duration::from_micros(20));
+                                if (rayon::current_thread_index() == leader) == on_leader {
+                                    panic!("a task");
+                                }
+                            });
+                        }
+                    })
+                })
+            }));
+            assert!(r.is_err(), "the panic came through (on leader: {on_leader})");
+            let n = AtomicU32::new(0);
+            pool.install(|| team(|| on_team(10, &|_| {
+                n.fetch_add(1, Ordering::Relaxed);
+            })));
+            assert_eq!(n.load(Ordering::Relaxed), 10);
+        }
+    }
+
+    /// Teams led from several threads at once on one pool (concurrent forwards): each
+    /// leader's helpers may never start (their thread busy leading another team); every
+    /// task still runs once and nothing deadlocks.
+    #[test]
+    fn concurrent_teams_finish() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        pool.install(|| {
+                            team(|| {
+                                for tasks in [3usize, 17, 64] {
+                                    let runs: Vec<AtomicU32> = (0..tasks).map(|_| AtomicU32::new(0)).collect();
+                                    assert!(on_team(tasks, &|i| {
+                                        runs[i].fetch_add(1, Ordering::Relaxed);
+                                    }));
+                                    assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1));
+                                }
+                            })
+                        });
+                    }
+                });
+            }
+        });
+    }
 
     /// Every task runs exactly once, whatever the pool size, the number of ranges and
     /// the tasks (fewer tasks than ranges, uneven ranges), also when one thread is slow
