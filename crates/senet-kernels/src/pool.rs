@@ -78,6 +78,8 @@ fn pin_plan(threads: usize) -> Option<Vec<usize>> {
 }
 
 fn build(threads: usize) -> Arc<ThreadPool> {
+    // Read while this (unbound) thread still sees every CPU of the process.
+    process_cpus();
     let plan = pin_plan(threads);
     Arc::new(
         ThreadPoolBuilder::new()
@@ -175,20 +177,35 @@ fn team_enabled() -> bool {
     *ON.get_or_init(|| !std::env::var("SENET_TEAM").is_ok_and(|v| v.trim() == "0"))
 }
 
+/// The number of CPUs this process may run on, read once: by the thread that first
+/// builds the senet pool (before any of its threads is bound to one CPU), or by the
+/// first caller of [`team_fits`] when no pool was built yet (a bound thread then sees
+/// only its own CPU, which errs towards no team).
+fn process_cpus() -> usize {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    *CPUS.get_or_init(|| match allowed_cpus().len() {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    })
+}
+
 /// Whether a pool of `threads` may hold a team: no more threads than CPUs this process
 /// may run on (else a spinning helper would take CPU time from the thread doing work).
 pub(crate) fn team_fits(threads: usize) -> bool {
-    static CPUS: OnceLock<usize> = OnceLock::new();
-    let cpus = *CPUS.get_or_init(|| match allowed_cpus().len() {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    });
-    threads <= cpus
+    threads <= process_cpus()
 }
 
 thread_local! {
     /// The team this thread leads, while it runs [`team`]'s closure outside a job.
     static TEAM: std::cell::Cell<*const Team> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+static TEAM_JOBS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many parallel ops have run on a [`team`] in this process so far (a diagnostic:
+/// tests check that a forward's ops do).
+pub fn team_jobs() -> u64 {
+    TEAM_JOBS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// `Team::state`: the job generation in the high 32 bits, `OPEN` while helpers may join
@@ -265,6 +282,7 @@ impl Team {
                 }
             }
         }
+        TEAM_JOBS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let gen = (self.state.load(Acquire) >> 32) + 1;
         // SAFETY: the state is closed with nobody inside (the previous run's Close), so
         // no helper reads `job` now. The lifetime is erased; Close below keeps the

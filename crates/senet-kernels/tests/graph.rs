@@ -7,7 +7,7 @@ mod common;
 use common::{same_for_thread_counts, Rng};
 use senet_kernels::graph::{Model, Op, Split};
 use senet_kernels::nn::Conv;
-use senet_kernels::Shape4;
+use senet_kernels::{pool, Shape4};
 
 /// Weights of one convolution: PyTorch layout, scaled to keep activations O(1).
 struct ConvW {
@@ -216,6 +216,37 @@ fn batched_equals_per_image(m: &Model, h: usize, w: usize, gate: Option<bool>) {
         }
     }
     assert!(failed.is_empty(), "{h}×{w} gate {gate:?}: batched logits differ from per-image ones for splits {failed:?}");
+}
+
+/// A batch-1 forward on a 2-thread pool runs its parallel ops on a team (`pool::team`:
+/// the other thread spinning between ops), although the pool's threads are bound to
+/// CPUs by then (a bound thread sees one CPU: the CPU count must be read before), unless
+/// the process may use fewer than 2 CPUs or `SENET_TEAM=0`. Same logits with and
+/// without the team is covered by the thread-count tests (1 thread never has one).
+#[test]
+fn batch1_forward_runs_its_ops_on_a_team() {
+    let _g = senet_kernels::simd::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 || std::env::var("SENET_TEAM").is_ok_and(|v| v.trim() == "0") {
+        return;
+    }
+    let m = model(&net());
+    let (h, w) = (96, 96);
+    let x = Rng(3).vec(3 * h * w);
+    let prev = pool::num_threads();
+    pool::set_num_threads(2).unwrap();
+    let y1 = m.forward(&x, Shape4::new(1, 3, h, w)).unwrap();
+    let before = pool::team_jobs();
+    let y2 = m.forward(&x, Shape4::new(1, 3, h, w)).unwrap();
+    let jobs = pool::team_jobs() - before;
+    pool::set_num_threads(1).unwrap();
+    let before1 = pool::team_jobs();
+    let y3 = m.forward(&x, Shape4::new(1, 3, h, w)).unwrap();
+    let jobs1 = pool::team_jobs() - before1;
+    pool::set_num_threads(prev).unwrap();
+    assert!(jobs >= 5, "{jobs} ops ran on a team in a batch-1 forward on 2 threads");
+    assert_eq!(jobs1, 0, "a 1-thread pool makes no team");
+    assert_eq!(bits(&y1), bits(&y2));
+    assert_eq!(bits(&y1), bits(&y3));
 }
 
 #[test]
