@@ -763,7 +763,9 @@ impl Model {
             let mut st1 = State::new(self.num_slots, one, gate);
             let mut t1 = Vec::new();
             if alone {
-                self.exec(&mut w1, 0..k, &mut st1, &mut t1, input);
+                // The whole pool on one image: its threads held as a team, as in the
+                // batched phase.
+                pool::team(|| self.exec(&mut w1, 0..k, &mut st1, &mut t1, input));
             } else {
                 pool::serial(|| self.exec(&mut w1, 0..k, &mut st1, &mut t1, input));
             }
