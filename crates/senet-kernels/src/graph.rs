@@ -778,19 +778,24 @@ impl Model {
             self.give_back(w1);
             Ok(t1)
         };
-        use rayon::prelude::*;
-        // Whole rounds of one image per thread; the images left over (n mod threads) then
-        // run one after another on the whole pool rather than leaving threads idle
-        // (batch 3 on 2 threads: two images side by side, then one on both threads).
+        // Whole rounds of one image per thread (a thread that runs out of images helps
+        // with the ops of those still running, `pool::items`); the images left over
+        // (n mod threads) then run one after another on the whole pool rather than
+        // leaving threads idle (batch 3 on 2 threads: two images side by side, then one
+        // on both threads).
         let threads = pool::threads_here();
         let mut parts = parts;
         let rest = parts.split_off(s.n - s.n % threads);
         let rounds = parts.len();
-        let mut res: Vec<Result<Vec<(String, f64)>, String>> = if threads > 1 {
-            parts.into_par_iter().with_max_len(1).enumerate().map(|(i, d)| run_one(i, d, false)).collect()
-        } else {
-            parts.into_iter().enumerate().map(|(i, d)| run_one(i, d, false)).collect()
-        };
+        type Parts<'p> = (Vec<&'p mut [f32]>, Vec<&'p mut [f32]>);
+        let todo: Vec<std::sync::Mutex<Option<Parts>>> = parts.into_iter().map(|d| std::sync::Mutex::new(Some(d))).collect();
+        let done: Vec<std::sync::Mutex<Option<Result<Vec<(String, f64)>, String>>>> = (0..rounds).map(|_| std::sync::Mutex::new(None)).collect();
+        pool::items(rounds, |i| {
+            let d = todo[i].lock().unwrap_or_else(|e| e.into_inner()).take().expect("each image runs once");
+            let r = run_one(i, d, false);
+            *done[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        });
+        let mut res: Vec<Result<Vec<(String, f64)>, String>> = done.into_iter().map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every image ran")).collect();
         res.extend(rest.into_iter().enumerate().map(|(j, d)| run_one(rounds + j, d, true)));
         for r in res {
             let t1 = r?;

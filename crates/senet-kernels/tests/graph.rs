@@ -249,6 +249,31 @@ fn batch1_forward_runs_its_ops_on_a_team() {
     assert_eq!(bits(&y1), bits(&y3));
 }
 
+/// A batch's per-image phase on 2 threads runs each image's parallel ops as jobs that
+/// the thread with no image left can join (`pool::items`), with the same logits, bit
+/// for bit, as the images run alone on 1 thread.
+#[test]
+fn per_image_phase_offers_its_ops_to_idle_threads() {
+    let _g = senet_kernels::simd::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 || ["SENET_TEAM", "SENET_HELP"].iter().any(|k| std::env::var(k).is_ok_and(|v| v.trim() == "0")) {
+        return;
+    }
+    let m = model(&net());
+    let (h, w) = (96, 96);
+    let per = 3 * h * w;
+    let x = Rng(5).vec(4 * per);
+    let prev = pool::num_threads();
+    pool::set_num_threads(1).unwrap();
+    let alone: Vec<Vec<f32>> = (0..4).map(|i| m.forward(&x[i * per..(i + 1) * per], Shape4::new(1, 3, h, w)).unwrap()).collect();
+    pool::set_num_threads(2).unwrap();
+    let before = pool::team_jobs();
+    let y = m.forward_split(&x, Shape4::new(4, 3, h, w), Split::Images).unwrap();
+    let jobs = pool::team_jobs() - before;
+    pool::set_num_threads(prev).unwrap();
+    assert!(jobs >= 4 * 5, "{jobs} ops offered in the per-image phase of 4 images");
+    assert_eq!(bits(&y), bits(&alone.concat()));
+}
+
 #[test]
 fn forward_matches_float64_reference() {
     // (for_each_level holds the test lock itself)

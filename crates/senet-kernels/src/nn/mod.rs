@@ -52,26 +52,44 @@ unsafe impl<T> Sync for SyncPtr<T> {}
 /// every op (the kernels order their tasks so that a range is a region of the output,
 /// e.g. the first half of an image's pixels), and reads in the next op much of what it
 /// wrote in this one from its own L2 rather than from the other core's.
+///
+/// Inside [`crate::pool::items`] (one image per thread, `serial`): in order on this
+/// thread, with any thread that has no item left taking tasks from the back.
 pub(crate) fn for_each_task(tasks: usize, parallel: bool, f: impl Fn(usize) + Sync + Send) {
-    let threads = crate::pool::threads_here();
-    if !parallel || tasks <= 1 || threads <= 1 {
+    if !parallel || tasks <= 1 {
         (0..tasks).for_each(f);
         return;
     }
-    if !on_team(tasks, &f) {
+    if on_team(tasks, &f) {
+        return;
+    }
+    let threads = crate::pool::threads_here();
+    if threads <= 1 {
+        (0..tasks).for_each(f);
+    } else {
         crate::pool::install(|| spread(tasks, threads, &f));
     }
 }
 
 /// Inside a [`crate::pool::team`] (a forward's batched ops): [`spread`]'s schedule on
 /// the threads the team holds spinning, which start on their ranges without a wake-up.
-/// False (nothing run) when this thread leads no team.
+/// Inside a team of [`crate::pool::items`]: one range, the leader taking tasks from
+/// its front and helpers from its back. False (nothing run) when this thread leads no
+/// team.
 fn on_team(tasks: usize, f: &(impl Fn(usize) + Sync)) -> bool {
-    let Some(parts) = crate::pool::team_size().filter(|_| tasks <= u32::MAX as usize) else {
+    let Some((parts, tail)) = crate::pool::team_lead().filter(|_| tasks <= u32::MAX as usize) else {
         return false;
     };
+    if tail {
+        let ranges = Ranges::new(tasks, 1);
+        return crate::pool::run_on_team(&|_, lead| {
+            while let Some(i) = ranges.take(0, lead) {
+                f(i);
+            }
+        });
+    }
     let ranges = Ranges::new(tasks, parts);
-    crate::pool::run_on_team(&|me| ranges.work(me, f))
+    crate::pool::run_on_team(&|me, _| ranges.work(me, f))
 }
 
 /// The schedule of [`for_each_task`] on the current rayon pool: `f(i)` once for each
@@ -262,6 +280,79 @@ mod tests {
                 });
             }
         });
+    }
+
+    /// `items`: every item and every task of the ops it runs exactly once, for pool
+    /// sizes 1–4 and any item count; items plan for one thread (`threads_here() == 1`)
+    /// and helpers run their tasks in serial mode too; with 2+ threads, a long item gets
+    /// help (some of its tasks run on another thread) once the short ones are done.
+    #[test]
+    fn items_run_once_and_the_idle_help() {
+        for threads in 1..=4 {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            for n in [0usize, 1, 2, 3, 5, 8] {
+                let (ops, tasks) = (12, 8);
+                let ran: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
+                let runs: Vec<AtomicU32> = (0..n * ops * tasks).map(|_| AtomicU32::new(0)).collect();
+                let helped = AtomicU32::new(0);
+                pool.install(|| {
+                    crate::pool::items(n, |i| {
+                        ran[i].fetch_add(1, Ordering::Relaxed);
+                        assert_eq!(crate::pool::threads_here(), 1);
+                        let leader = rayon::current_thread_index();
+                        for op in 0..ops {
+                            super::for_each_task(tasks, true, |t| {
+                                assert!(crate::pool::is_serial());
+                                if i == 0 {
+                                    // Item 0 is long: the others end and help it.
+                                    std::thread::sleep(std::time::Duration::from_micros(300));
+                                }
+                                if rayon::current_thread_index() != leader {
+                                    helped.fetch_add(1, Ordering::Relaxed);
+                                }
+                                runs[(i * ops + op) * tasks + t].fetch_add(1, Ordering::Relaxed);
+                            });
+                        }
+                    })
+                });
+                assert!(ran.iter().all(|r| r.load(Ordering::Relaxed) == 1), "{threads} threads, {n} items");
+                assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1), "{threads} threads, {n} items");
+                if threads > 1 && team_fits(threads) && n >= 2 && n <= threads {
+                    assert!(helped.load(Ordering::Relaxed) > 0, "no help ({threads} threads, {n} items)");
+                }
+            }
+        }
+    }
+
+    /// A task of an item that panics, on the item's thread or on a helper, reaches the
+    /// caller of `items` as a panic (no hang); the pool then works as before.
+    #[test]
+    fn items_pass_a_task_panic_on() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        for on_leader in [true, false] {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.install(|| {
+                    crate::pool::items(2, |i| {
+                        let leader = rayon::current_thread_index();
+                        for _ in 0..if i == 0 { 200 } else { 1 } {
+                            super::for_each_task(16, true, |_| {
+                                std::thread::sleep(std::time::Duration::from_micros(50));
+                                if i == 0 && (rayon::current_thread_index() == leader) == on_leader {
+                                    panic!("a task");
+                                }
+                            });
+                        }
+                    })
+                })
+            }));
+            // Without help (1 CPU), no task runs off the leader's thread.
+            assert!(r.is_err() || (!on_leader && !team_fits(2)), "the panic came through (on leader: {on_leader})");
+            let n = AtomicU32::new(0);
+            pool.install(|| crate::pool::items(3, |_| super::for_each_task(10, true, |_| {
+                n.fetch_add(1, Ordering::Relaxed);
+            })));
+            assert_eq!(n.load(Ordering::Relaxed), 30);
+        }
     }
 
     /// Every task runs exactly once, whatever the pool size, the number of ranges and
