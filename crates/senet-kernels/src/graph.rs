@@ -788,14 +788,15 @@ impl Model {
         let rest = parts.split_off(s.n - s.n % threads);
         let rounds = parts.len();
         type Parts<'p> = (Vec<&'p mut [f32]>, Vec<&'p mut [f32]>);
+        type Times = Result<Vec<(String, f64)>, String>;
         let todo: Vec<std::sync::Mutex<Option<Parts>>> = parts.into_iter().map(|d| std::sync::Mutex::new(Some(d))).collect();
-        let done: Vec<std::sync::Mutex<Option<Result<Vec<(String, f64)>, String>>>> = (0..rounds).map(|_| std::sync::Mutex::new(None)).collect();
+        let done: Vec<std::sync::Mutex<Option<Times>>> = (0..rounds).map(|_| std::sync::Mutex::new(None)).collect();
         pool::items(rounds, |i| {
             let d = todo[i].lock().unwrap_or_else(|e| e.into_inner()).take().expect("each image runs once");
             let r = run_one(i, d, false);
             *done[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
         });
-        let mut res: Vec<Result<Vec<(String, f64)>, String>> = done.into_iter().map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every image ran")).collect();
+        let mut res: Vec<Times> = done.into_iter().map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every image ran")).collect();
         res.extend(rest.into_iter().enumerate().map(|(j, d)| run_one(rounds + j, d, true)));
         for r in res {
             let t1 = r?;
