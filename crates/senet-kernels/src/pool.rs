@@ -219,6 +219,10 @@ const INSIDE: u64 = OPEN - 1;
 pub(crate) struct Team {
     state: std::sync::atomic::AtomicU64,
     quit: std::sync::atomic::AtomicBool,
+    /// [`items`]: set when the team's worker has started (only a started worker's team
+    /// is waited for by the others: a worker that has not started may be queued behind
+    /// them on a thread they occupy).
+    started: std::sync::atomic::AtomicBool,
     /// The published job, called with (thread index, whether the caller is the leader):
     /// written by the leader only while no helper is inside a job and before the `OPEN`
     /// state that lets helpers in (Release / Acquire on `state`).
@@ -240,6 +244,7 @@ impl Team {
         Team {
             state: std::sync::atomic::AtomicU64::new(0),
             quit: std::sync::atomic::AtomicBool::new(false),
+            started: std::sync::atomic::AtomicBool::new(false),
             job: std::cell::UnsafeCell::new(None),
             size,
             tail,
@@ -403,6 +408,7 @@ pub fn items(n: usize, item: impl Fn(usize) + Sync) {
     let work = |w: usize| {
         {
             let own = &teams[w];
+            own.started.store(true, std::sync::atomic::Ordering::Release);
             // Its helpers leave when it has no item left (or an item panicked).
             let _quit = Quit(own);
             loop {
@@ -413,12 +419,13 @@ pub fn items(n: usize, item: impl Fn(usize) + Sync) {
                 own.lead(|| serial(|| item(i)));
             }
         }
-        // Help the items still running, until none is.
+        // Help the items still running, until none is. (A worker that has not started
+        // takes no item now that none is left, so it is not waited for.)
         loop {
             let mut running = false;
             for k in 1..threads {
                 let t = &teams[(w + k) % threads];
-                if !t.quit.load(Acquire) {
+                if t.started.load(Acquire) && !t.quit.load(Acquire) {
                     running = true;
                     t.help();
                 }

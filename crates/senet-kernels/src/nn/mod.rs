@@ -355,6 +355,38 @@ mod tests {
         }
     }
 
+    /// `items` called from several threads at once on one pool (concurrent batch
+    /// forwards; a worker may start late or never, its thread busy with another call's
+    /// item or helping it): every item and task runs once and nothing deadlocks.
+    #[test]
+    fn concurrent_items_finish() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        std::thread::scope(|s| {
+            for c in 0..4 {
+                let pool = &pool;
+                s.spawn(move || {
+                    for round in 0..10 {
+                        let n = 1 + (c + round) % 4;
+                        let runs: Vec<AtomicU32> = (0..n * 24).map(|_| AtomicU32::new(0)).collect();
+                        pool.install(|| {
+                            crate::pool::items(n, |i| {
+                                for op in 0..3 {
+                                    super::for_each_task(8, true, |t| {
+                                        if t % 3 == 0 {
+                                            std::thread::sleep(std::time::Duration::from_micros(30));
+                                        }
+                                        runs[i * 24 + op * 8 + t].fetch_add(1, Ordering::Relaxed);
+                                    });
+                                }
+                            })
+                        });
+                        assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1), "caller {c}, round {round}");
+                    }
+                });
+            }
+        });
+    }
+
     /// Every task runs exactly once, whatever the pool size, the number of ranges and
     /// the tasks (fewer tasks than ranges, uneven ranges), also when one thread is slow
     /// and its range is taken over by the others.
