@@ -274,6 +274,32 @@ fn per_image_phase_offers_its_ops_to_idle_threads() {
     assert_eq!(bits(&y), bits(&alone.concat()));
 }
 
+/// Batch forwards from several threads at once on a 2-thread pool (two models, so
+/// nothing queues them): all finish (a per-image phase never waits for a worker queued
+/// behind another call's) with the logits of a lone forward, bit for bit.
+#[test]
+fn concurrent_batch_forwards_finish() {
+    let _g = senet_kernels::simd::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let models = [model(&net()), model(&net())];
+    let (h, w) = (96, 96);
+    let x = Rng(9).vec(3 * 3 * h * w);
+    let prev = pool::num_threads();
+    pool::set_num_threads(2).unwrap();
+    let want = models[0].forward(&x, Shape4::new(3, 3, h, w)).unwrap();
+    std::thread::scope(|s| {
+        for c in 0..4 {
+            let (m, x, want) = (&models[c % 2], &x, &want);
+            s.spawn(move || {
+                for _ in 0..20 {
+                    let y = m.forward(x, Shape4::new(3, 3, h, w)).unwrap();
+                    assert_eq!(bits(&y), bits(want));
+                }
+            });
+        }
+    });
+    pool::set_num_threads(prev).unwrap();
+}
+
 #[test]
 fn forward_matches_float64_reference() {
     // (for_each_level holds the test lock itself)
