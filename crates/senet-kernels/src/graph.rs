@@ -355,6 +355,8 @@ impl Model {
             }
         }
         let direct_input = Self::only_op0_reads_input(&ops, &skipped, output);
+        // Packing and folding freed large transient buffers, partly on pool threads.
+        crate::mem::release_free_heap();
         Ok(Model { ops, num_slots, in_channels, num_classes, output, squeeze_for, in_place, gated_by, skipped, folds, direct_input, spare: Mutex::new(Vec::new()) })
     }
 
