@@ -22,7 +22,7 @@ pub fn copy(src: &[f32], dst: &mut [f32]) {
 /// the weights are packed: building seresnet50 frees tens of MB of transient buffers,
 /// partly in the malloc arenas of pool threads, which glibc otherwise keeps mapped for
 /// the life of the process (seresnet50, 2 threads, the resident set of the memory
-/// spec's child process while it runs batch-1 forwards after the build: 241–248 MB
+/// spec's child process while it runs batch-1 forwards after the build: 240–248 MB
 /// without, 232–237 MB with, five runs each). Only free memory is released; a later
 /// allocation maps pages again as needed.
 pub fn release_free_heap() {
