@@ -9,9 +9,9 @@
 //!
 //! Three loops with the same FMA count, interleaved round by round on one thread (CPU
 //! time); the ratios are medians of the per-round ratios:
-//! - **step 6x16**: the instruction sequence of `blocked_kernel.rs`'s `avx2_step16_6`
-//!   (per input channel 2 weight loads, 6 broadcasts, 12 FMAs; 16 channels per block as
-//!   two 8-step halves), per tile of 6 pixels every input block with the accumulators in
+//! - **step 6x16**: the kernels' own step, `blocked_kernel.rs`'s `avx2_step16_6` (per
+//!   input channel 2 weight loads, 6 broadcasts, 12 FMAs; 16 channels per block as two
+//!   8-step halves), per tile of 6 pixels every input block with the accumulators in
 //!   registers, as the kernel's tile function runs it;
 //! - **step 3x32**: 3 pixels × 2 output blocks (per channel 3 broadcasts, then per
 //!   weight vector one load and 3 FMAs: 19 macro-ops per 12 FMAs instead of 20, half the
@@ -35,51 +35,9 @@ mod imp {
     use core::arch::x86_64::{__m256, _mm256_setzero_ps};
 
     use crate::common;
+    use senet_kernels::nn::blocked::avx2_step16_6;
 
     type Acc = [__m256; 12];
-
-    /// One 16-channel block of the 6×16 step, as `avx2_step16_6` (pixel stride 16).
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn step6(x: *const f32, w: *const f32, a: &mut Acc) {
-        asm!(
-            "2:",
-            ".irp ci, 0,1,2,3,4,5,6,7",
-            "vmovups ymm12, ymmword ptr [{w} + \\ci*64]",
-            "vmovups ymm13, ymmword ptr [{w} + \\ci*64 + 32]",
-            "vbroadcastss ymm14, dword ptr [{x} + \\ci*4]",
-            "vfmadd231ps ymm0, ymm14, ymm12",
-            "vfmadd231ps ymm1, ymm14, ymm13",
-            "vbroadcastss ymm15, dword ptr [{x} + \\ci*4 + 64]",
-            "vfmadd231ps ymm2, ymm15, ymm12",
-            "vfmadd231ps ymm3, ymm15, ymm13",
-            "vbroadcastss ymm14, dword ptr [{x} + \\ci*4 + 128]",
-            "vfmadd231ps ymm4, ymm14, ymm12",
-            "vfmadd231ps ymm5, ymm14, ymm13",
-            "vbroadcastss ymm15, dword ptr [{x} + \\ci*4 + 192]",
-            "vfmadd231ps ymm6, ymm15, ymm12",
-            "vfmadd231ps ymm7, ymm15, ymm13",
-            "vbroadcastss ymm14, dword ptr [{x} + \\ci*4 + 256]",
-            "vfmadd231ps ymm8, ymm14, ymm12",
-            "vfmadd231ps ymm9, ymm14, ymm13",
-            "vbroadcastss ymm15, dword ptr [{x} + \\ci*4 + 320]",
-            "vfmadd231ps ymm10, ymm15, ymm12",
-            "vfmadd231ps ymm11, ymm15, ymm13",
-            ".endr",
-            "add {x}, 32",
-            "add {w}, 512",
-            "dec {k:e}",
-            "jnz 2b",
-            x = inout(reg) x => _,
-            w = inout(reg) w => _,
-            k = inout(reg) 2u32 => _,
-            inout("ymm0") a[0], inout("ymm1") a[1], inout("ymm2") a[2], inout("ymm3") a[3],
-            inout("ymm4") a[4], inout("ymm5") a[5], inout("ymm6") a[6], inout("ymm7") a[7],
-            inout("ymm8") a[8], inout("ymm9") a[9], inout("ymm10") a[10], inout("ymm11") a[11],
-            out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
-            options(nostack, readonly),
-        );
-    }
 
     /// One 16-channel block of a 3-pixel × 2-block step (weights 32 per channel).
     #[target_feature(enable = "avx2,fma")]
@@ -176,7 +134,7 @@ mod imp {
             let mut a: Acc = [_mm256_setzero_ps(); 12];
             for b in 0..nblk {
                 // Pixels tile·6..+6 of plane b and the block's 16 × 16 weights.
-                step6(x.as_ptr().add((b * plane + tile * 6) * 16), w.as_ptr().add(b * 256), &mut a);
+                avx2_step16_6::<16, 16>(x.as_ptr().add((b * plane + tile * 6) * 16), w.as_ptr().add(b * 256), &mut a);
             }
             finish(&a, sink);
         }

@@ -38,6 +38,13 @@ pub use ops::{add_relu_blk16, global_avg_pool_blk16, max_pool2d_blk16, se_block_
 
 use kernel::{block_counts, kernels, kernels_rows2, Tile};
 
+/// The AVX2 microkernel's sixteen reduction steps of a 6-pixel tile (see
+/// `blocked_kernel.rs`), for `examples/step_ceiling.rs`, which times the shipped step
+/// against a register-only FMA loop.
+#[doc(hidden)]
+#[cfg(target_arch = "x86_64")]
+pub use kernel::avx2_step16_6;
+
 /// Channels per block.
 pub const BLK: usize = 16;
 

@@ -222,9 +222,14 @@ unsafe fn avx2<const RW: usize, const NV: usize, const PX: usize>(t: &Tile) {
 #[cfg(target_arch = "x86_64")]
 macro_rules! avx2_step16 {
     ($name:ident, $n:literal, [$(($p:literal, $b:literal, $i0:literal, $r0:tt, $i1:literal, $r1:tt)),*]) => {
+        /// Sixteen reduction steps of an AVX2 tile (see `avx2_step16!`).
+        ///
+        /// # Safety
+        /// AVX2 and FMA available; `x[p·PX + ci]` (p < the tile's pixels, ci < 16) and
+        /// `w[ci·WS .. ci·WS + 16]` (ci < 16) readable.
         #[target_feature(enable = "avx2,fma")]
         #[inline]
-        pub(in crate::nn) unsafe fn $name<const PX: usize, const WS: usize>(
+        pub unsafe fn $name<const PX: usize, const WS: usize>(
             x: *const f32,
             w: *const f32,
             a: &mut [core::arch::x86_64::__m256; 2 * $n],
