@@ -3,6 +3,9 @@
 //! The best level the CPU supports is detected on first use. It can be lowered (never
 //! raised past what the CPU supports) with the `SENET_SIMD` environment variable or
 //! [`set_level`], so that every kernel variant can be tested on one AVX-512 machine.
+//! On a CPU without AVX-512, the `emulate-avx512` feature (tests only, see `vec.rs`)
+//! makes the AVX-512 level available with a portable vector type, so its kernels are
+//! tested there too; the default level then stays the widest real one.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -69,7 +72,9 @@ pub fn supported_levels() -> Vec<SimdLevel> {
     {
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             v.push(SimdLevel::Avx2);
-            if is_x86_feature_detected!("avx512f") {
+            // With the `emulate-avx512` feature (tests only) the AVX-512 level's vector
+            // type is portable code (`vec.rs`), so the level runs on any CPU.
+            if is_x86_feature_detected!("avx512f") || cfg!(feature = "emulate-avx512") {
                 v.push(SimdLevel::Avx512);
             }
         }
@@ -77,9 +82,12 @@ pub fn supported_levels() -> Vec<SimdLevel> {
     v
 }
 
-/// The widest level the CPU supports.
+/// The widest level the CPU supports (with the `emulate-avx512` feature, the widest
+/// but the emulated AVX-512 one, which tests select explicitly).
 pub fn best_supported() -> SimdLevel {
-    *supported_levels().last().unwrap_or(&SimdLevel::Scalar)
+    let v = supported_levels();
+    let usable = v.iter().rev().find(|&&l| !(cfg!(feature = "emulate-avx512") && l == SimdLevel::Avx512));
+    *usable.unwrap_or(&SimdLevel::Scalar)
 }
 
 // 0 = not decided yet.

@@ -217,9 +217,103 @@ mod x86 {
     }
 
     /// AVX-512F, 16 lanes.
+    #[cfg(not(feature = "emulate-avx512"))]
     #[derive(Clone, Copy)]
     pub(crate) struct Avx512(__m512);
 
+    /// The `emulate-avx512` feature's stand-in for AVX-512F (tests only): 16 lanes in
+    /// portable code, each operation computing exactly what its intrinsic does (IEEE
+    /// add, sub, mul, div per lane; a fused multiply-add, `f32::mul_add`; `maxps`/`minps`
+    /// returning the second operand on NaN or equal inputs; round to nearest even; the
+    /// same lane order in `reduce_add`). The kernels built on it are the AVX-512 level's,
+    /// compiled without `target_feature(enable = "avx512f")`, so they run on any x86-64
+    /// CPU and compute the AVX-512 level's bits.
+    #[cfg(feature = "emulate-avx512")]
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx512([f32; 16]);
+
+    #[cfg(feature = "emulate-avx512")]
+    impl Avx512 {
+        #[inline(always)]
+        fn map(self, f: impl Fn(f32) -> f32) -> Self {
+            Avx512(self.0.map(f))
+        }
+        #[inline(always)]
+        fn zip(self, o: Self, f: impl Fn(f32, f32) -> f32) -> Self {
+            let mut r = [0.0f32; 16];
+            for (i, v) in r.iter_mut().enumerate() {
+                *v = f(self.0[i], o.0[i]);
+            }
+            Avx512(r)
+        }
+    }
+
+    #[cfg(feature = "emulate-avx512")]
+    impl Vf32 for Avx512 {
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            Avx512([v; 16])
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Avx512(std::ptr::read_unaligned(p as *const [f32; 16]))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            std::ptr::write_unaligned(p as *mut [f32; 16], self.0)
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            self.zip(o, |a, b| a + b)
+        }
+        #[inline(always)]
+        unsafe fn sub(self, o: Self) -> Self {
+            self.zip(o, |a, b| a - b)
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            self.zip(o, |a, b| a * b)
+        }
+        #[inline(always)]
+        unsafe fn div(self, o: Self) -> Self {
+            self.zip(o, |a, b| a / b)
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+            let mut r = [0.0f32; 16];
+            for (i, v) in r.iter_mut().enumerate() {
+                *v = self.0[i].mul_add(b.0[i], c.0[i]);
+            }
+            Avx512(r)
+        }
+        #[inline(always)]
+        unsafe fn max(self, o: Self) -> Self {
+            self.zip(o, |a, b| if a > b { a } else { b })
+        }
+        #[inline(always)]
+        unsafe fn min(self, o: Self) -> Self {
+            self.zip(o, |a, b| if a < b { a } else { b })
+        }
+        #[inline(always)]
+        unsafe fn round(self) -> Self {
+            self.map(f32::round_ties_even)
+        }
+        #[inline(always)]
+        unsafe fn pow2i(n: Self) -> Self {
+            n.map(|v| f32::from_bits(((v.round_ties_even() as i32).wrapping_add(127) as u32) << 23))
+        }
+        #[inline(always)]
+        unsafe fn reduce_add(self) -> f32 {
+            // As the intrinsics: the two 256-bit halves added, then Avx2's order.
+            let a = self.0;
+            let u: [f32; 8] = std::array::from_fn(|i| a[i] + a[i + 8]);
+            let s: [f32; 4] = std::array::from_fn(|i| u[i] + u[i + 4]);
+            (s[0] + s[2]) + (s[1] + s[3])
+        }
+    }
+
+    #[cfg(not(feature = "emulate-avx512"))]
     impl Vf32 for Avx512 {
         const LANES: usize = 16;
         #[inline(always)]
@@ -379,7 +473,7 @@ macro_rules! simd_dispatch {
         #[allow(clippy::too_many_arguments)]
         $vis fn $name(level: $crate::simd::SimdLevel, $($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f")]
+            #[cfg_attr(not(feature = "emulate-avx512"), target_feature(enable = "avx512f"))]
             #[allow(clippy::too_many_arguments)]
             unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
                 unsafe { $generic::<$crate::vec::Avx512>($($arg),*) }
@@ -467,5 +561,111 @@ mod tests {
             map(l, &ext, false, &mut ye);
             assert!(ye.iter().all(|v| v.is_finite()), "{l:?} {ye:?}");
         });
+    }
+}
+
+/// The `emulate-avx512` stand-in against real hardware: every lane-wise operation of the
+/// emulated 16-lane type gives, bit for bit, what the AVX2 intrinsics (the same
+/// per-lane instructions as AVX-512F's, 8 lanes wide) give on the same inputs, including
+/// NaN, ±0, ±inf, subnormals and rounding ties; `reduce_add` follows the documented
+/// order of the real AVX-512 one (its two halves added, then AVX2's order).
+#[cfg(all(test, target_arch = "x86_64", feature = "emulate-avx512"))]
+mod emulation_tests {
+    use super::*;
+
+    fn inputs() -> Vec<f32> {
+        let mut v = vec![0.0, -0.0, 1.0, -1.0, 0.5, 1.5, 2.5, -2.5, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE, 1e-40, -1e-40, f32::MAX, f32::MIN, 3.0, 1e-7];
+        let mut s = 0x2545_f491_4f6c_dd1d_u64;
+        while v.len() < 16 * 64 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            v.push(f32::from_bits(s as u32) % 1e6);
+        }
+        v
+    }
+
+    #[test]
+    fn emulated_avx512_lanes_match_the_avx2_instructions_bitwise() {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            eprintln!("skipped: no AVX2/FMA on this CPU");
+            return;
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn via_avx2(op: usize, a: &[f32], b: &[f32], c: &[f32], out: &mut [f32]) {
+            for i in (0..16).step_by(8) {
+                let (x, y, z) = (Avx2::load(a.as_ptr().add(i)), Avx2::load(b.as_ptr().add(i)), Avx2::load(c.as_ptr().add(i)));
+                let r = match op {
+                    0 => x.add(y),
+                    1 => x.sub(y),
+                    2 => x.mul(y),
+                    3 => x.div(y),
+                    4 => x.mul_add(y, z),
+                    5 => x.max(y),
+                    6 => x.min(y),
+                    _ => x.round(),
+                };
+                r.store(out.as_mut_ptr().add(i));
+            }
+        }
+        let v = inputs();
+        let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        // Operand triples: every ordered pair of the special values (the first 18
+        // inputs) with a third from the list, then the random inputs against shifted
+        // copies of themselves.
+        let mut triples: Vec<(f32, f32, f32)> = Vec::new();
+        for i in 0..18 {
+            for j in 0..18 {
+                triples.push((v[i], v[j], v[(i + 2 * j) % 18]));
+            }
+        }
+        for i in 18..v.len() {
+            triples.push((v[i], v[(i * 7 + 3) % v.len()], v[(i * 5 + 11) % v.len()]));
+        }
+        for ch in triples.chunks_exact(16) {
+            let w: Vec<f32> = ch.iter().map(|t| t.0).collect();
+            let b: Vec<f32> = ch.iter().map(|t| t.1).collect();
+            let c: Vec<f32> = ch.iter().map(|t| t.2).collect();
+            let w = &w[..];
+            for op in 0..8 {
+                let mut want = [0.0f32; 16];
+                let mut got = [0.0f32; 16];
+                // SAFETY: AVX2 and FMA checked above; 16 floats in every slice.
+                unsafe {
+                    via_avx2(op, w, &b, &c, &mut want);
+                    let (x, y, z) = (Avx512::load(w.as_ptr()), Avx512::load(b.as_ptr()), Avx512::load(c.as_ptr()));
+                    let r = match op {
+                        0 => x.add(y),
+                        1 => x.sub(y),
+                        2 => x.mul(y),
+                        3 => x.div(y),
+                        4 => x.mul_add(y, z),
+                        5 => x.max(y),
+                        6 => x.min(y),
+                        _ => x.round(),
+                    };
+                    r.store(got.as_mut_ptr());
+                }
+                assert_eq!(bits(&got), bits(&want), "op {op}, inputs {w:?} / {b:?} / {c:?}");
+            }
+        }
+        // pow2i on every exponent it takes, and the reduction order.
+        let n: Vec<f32> = (-126..=127).map(|e| e as f32).collect();
+        for ch in n.chunks(16) {
+            let mut e = [0.0f32; 16];
+            e[..ch.len()].copy_from_slice(ch);
+            let mut got = [0.0f32; 16];
+            // SAFETY: 16 floats each.
+            unsafe { Avx512::pow2i(Avx512::load(e.as_ptr())).store(got.as_mut_ptr()) };
+            for (x, g) in e.iter().zip(got) {
+                assert_eq!(g, 2f32.powi(*x as i32), "2^{x}");
+            }
+        }
+        let a: [f32; 16] = std::array::from_fn(|i| (i as f32 + 1.0) * 1.0e7 + 0.3 * i as f32);
+        let u: [f32; 8] = std::array::from_fn(|i| a[i] + a[i + 8]);
+        let want = ((u[0] + u[4]) + (u[2] + u[6])) + ((u[1] + u[5]) + (u[3] + u[7]));
+        // SAFETY: 16 floats.
+        let got = unsafe { Avx512::load(a.as_ptr()).reduce_add() };
+        assert_eq!(got.to_bits(), want.to_bits());
     }
 }

@@ -1220,7 +1220,7 @@ impl ConvBlk {
 #[allow(clippy::too_many_arguments)]
 unsafe fn gate_tile(level: SimdLevel, y: *mut f32, res: *const f32, gate: *const f32, nb: usize, rw: usize, y_ob: usize, relu: bool) {
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
+    #[cfg_attr(not(feature = "emulate-avx512"), target_feature(enable = "avx512f"))]
     unsafe fn avx512(y: *mut f32, res: *const f32, gate: *const f32, nb: usize, rw: usize, y_ob: usize, relu: bool) {
         gate_tile_k::<crate::vec::Avx512>(y, res, gate, nb, rw, y_ob, relu)
     }

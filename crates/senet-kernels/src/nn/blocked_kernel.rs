@@ -185,14 +185,14 @@ unsafe fn store_tile<V: Vf32, const RH: usize, const RW: usize, const NV: usize>
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[cfg_attr(not(feature = "emulate-avx512"), target_feature(enable = "avx512f"))]
 unsafe fn avx512<const RW: usize, const NV: usize, const PX: usize>(t: &Tile) {
     tile_k::<crate::vec::Avx512, 1, RW, NV, PX>(t)
 }
 
 /// Two output rows per tile (for maps of ≤ 8 columns: twice the FMAs per weight load).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[cfg_attr(not(feature = "emulate-avx512"), target_feature(enable = "avx512f"))]
 unsafe fn avx512_rows2<const RW: usize, const NV: usize, const PX: usize>(t: &Tile) {
     tile_k::<crate::vec::Avx512, 2, RW, NV, PX>(t)
 }

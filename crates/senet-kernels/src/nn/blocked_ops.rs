@@ -246,7 +246,7 @@ const STREAM_MIN_BYTES: usize = 16 << 20;
 #[allow(clippy::too_many_arguments)]
 unsafe fn scale_plane(level: simd::SimdLevel, x: *const f32, r: *const f32, y: *mut f32, hw: usize, g: *const f32, relu: bool, stream: bool) {
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
+    #[cfg_attr(not(feature = "emulate-avx512"), target_feature(enable = "avx512f"))]
     unsafe fn avx512(x: *const f32, r: *const f32, y: *mut f32, hw: usize, g: *const f32, relu: bool, stream: bool) {
         scale_plane_k::<crate::vec::Avx512>(x, r, y, hw, g, relu, stream)
     }

@@ -214,7 +214,7 @@ unsafe fn gemm_k<V: Vf32, const RW: usize, const NV: usize>(g: &Gemm) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[cfg_attr(not(feature = "emulate-avx512"), target_feature(enable = "avx512f"))]
 unsafe fn gemm_avx512<const RW: usize, const NV: usize>(g: &Gemm) {
     gemm_k::<crate::vec::Avx512, RW, NV>(g)
 }
@@ -662,7 +662,7 @@ unsafe fn out_group_k<V: Vf32, const A: usize, const RES: bool, const RELU: bool
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[cfg_attr(not(feature = "emulate-avx512"), target_feature(enable = "avx512f"))]
 unsafe fn task_avx512<const A: usize>(c: &Ctx, blk: usize, s: usize, scr: &mut [f32], phase: Phase) {
     task_k::<crate::vec::Avx512, A>(c, blk, s, scr, phase)
 }
