@@ -591,21 +591,26 @@ mod emulation_tests {
             eprintln!("skipped: no AVX2/FMA on this CPU");
             return;
         }
+        /// Operation `op` of the test on `LANES` values at a, b, c, into out.
+        #[inline(always)]
+        unsafe fn apply<V: Vf32>(op: usize, a: *const f32, b: *const f32, c: *const f32, out: *mut f32) {
+            let (x, y, z) = (V::load(a), V::load(b), V::load(c));
+            let r = match op {
+                0 => x.add(y),
+                1 => x.sub(y),
+                2 => x.mul(y),
+                3 => x.div(y),
+                4 => x.mul_add(y, z),
+                5 => x.max(y),
+                6 => x.min(y),
+                _ => x.round(),
+            };
+            r.store(out)
+        }
         #[target_feature(enable = "avx2,fma")]
         unsafe fn via_avx2(op: usize, a: &[f32], b: &[f32], c: &[f32], out: &mut [f32]) {
             for i in (0..16).step_by(8) {
-                let (x, y, z) = (Avx2::load(a.as_ptr().add(i)), Avx2::load(b.as_ptr().add(i)), Avx2::load(c.as_ptr().add(i)));
-                let r = match op {
-                    0 => x.add(y),
-                    1 => x.sub(y),
-                    2 => x.mul(y),
-                    3 => x.div(y),
-                    4 => x.mul_add(y, z),
-                    5 => x.max(y),
-                    6 => x.min(y),
-                    _ => x.round(),
-                };
-                r.store(out.as_mut_ptr().add(i));
+                apply::<Avx2>(op, a.as_ptr().add(i), b.as_ptr().add(i), c.as_ptr().add(i), out.as_mut_ptr().add(i));
             }
         }
         let v = inputs();
@@ -633,18 +638,7 @@ mod emulation_tests {
                 // SAFETY: AVX2 and FMA checked above; 16 floats in every slice.
                 unsafe {
                     via_avx2(op, w, &b, &c, &mut want);
-                    let (x, y, z) = (Avx512::load(w.as_ptr()), Avx512::load(b.as_ptr()), Avx512::load(c.as_ptr()));
-                    let r = match op {
-                        0 => x.add(y),
-                        1 => x.sub(y),
-                        2 => x.mul(y),
-                        3 => x.div(y),
-                        4 => x.mul_add(y, z),
-                        5 => x.max(y),
-                        6 => x.min(y),
-                        _ => x.round(),
-                    };
-                    r.store(got.as_mut_ptr());
+                    apply::<Avx512>(op, w.as_ptr(), b.as_ptr(), c.as_ptr(), got.as_mut_ptr());
                 }
                 assert_eq!(bits(&got), bits(&want), "op {op}, inputs {w:?} / {b:?} / {c:?}");
             }
