@@ -20,13 +20,15 @@
 // default); the pure-JS backend is single-threaded and runs in the 1-thread rows only.
 //
 // Writes bench/results/model.json (model-quick.json with --quick), prints markdown
-// tables, and draws bench/model-chart.svg (not with --quick unless --chart is given).
+// tables (the last one judges this run against the speed targets of issue #4, as
+// `bench/targets.mjs` does for several saved runs), and draws bench/model-chart.svg (not with --quick unless --chart is given).
 import { createRequire } from 'node:module'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { median, interleave, markdownTable, machine, writeJson, randomF32 } from './common.mjs'
 import { groupedBarsSvg } from './chart.mjs'
+import { evaluateTargets, targetsTable } from './targets.mjs'
 
 const require = createRequire(import.meta.url)
 const native = require('../dist/index.js')
@@ -365,11 +367,13 @@ const header = [
   `Engines agree before timing: max |Δlogit| vs senet ${Math.max(0, ...agreement.map((a) => a.maxAbsDiff)).toExponential(1)} (limit ${AGREE}).`,
   `"speed vs onnxruntime" = onnxruntime median / engine median (> 1: faster); "SE overhead" = seresnet50 / resnet50 time, same engine.`,
 ].join('\n')
-console.log(`${header}\n\n${mainTable}\n\nScaling (batch ${Math.max(...BATCHES)}):\n\n${scalingTable}\n\nConcurrency (${CONCURRENT} forward() calls on one model, batch 1):\n\n${concurrencyTable}`)
+const targets = evaluateTargets([{ info, cells, scaling, concurrency }])
+const targetTable = targetsTable(targets)
+console.log(`${header}\n\n${mainTable}\n\nScaling (batch ${Math.max(...BATCHES)}):\n\n${scalingTable}\n\nConcurrency (${CONCURRENT} forward() calls on one model, batch 1):\n\n${concurrencyTable}\n\nTargets, this run alone (judge several runs with \`node bench/targets.mjs FILE...\`):\n\n${targetTable}`)
 
 const file = writeJson(quick ? 'model-quick.json' : 'model.json', {
-  info, cells, agreement, scaling, concurrency,
-  markdown: { header, mainTable, scalingTable, concurrencyTable },
+  info, cells, agreement, scaling, concurrency, targets,
+  markdown: { header, mainTable, scalingTable, concurrencyTable, targetTable },
 })
 log(`wrote ${file}`)
 
