@@ -297,6 +297,7 @@ for (const { name: backend, SEResNet: Model } of backends) {
       t.is(m.numClasses, 1000)
       for (const c of fx.cases) {
         const d = maxAbsDiff(await m.forward(makeInput(c.shape, c.seed), c.shape as [number, 3, number, number]), c.logits)
+        t.log(`${arch} ${c.shape.join('×')}: max |Δlogit| ${d.toExponential(2)} (tolerance ${TOL})`)
         t.true(d <= TOL, `${arch} ${c.shape.join('×')}: max |Δlogit| ${d}`)
       }
       m.dispose()
