@@ -136,7 +136,8 @@ test('a run without the cells of a target gives no verdict for it, not a pass', 
 
 test('bad input is refused with an error naming it', async (t) => {
   const { evaluateTargets } = await load()
-  t.throws(() => evaluateTargets([]), { instanceOf: RangeError, message: /runs: expected a non-empty array.*got an empty array/ })
-  t.throws(() => evaluateTargets('x'), { instanceOf: RangeError, message: /got string/ })
+  t.throws(() => evaluateTargets([]), { instanceOf: RangeError, message: /runs: expected at least one bench:model result, got an empty array/ })
+  t.throws(() => evaluateTargets('x'), { instanceOf: TypeError, message: /runs: expected an array of bench:model results, got string/ })
+  t.throws(() => evaluateTargets(null), { instanceOf: TypeError, message: /got null/ })
   t.throws(() => evaluateTargets([run({}), { cells: 3 }]), { instanceOf: TypeError, message: /runs\[1\]: expected a bench:model result with a cells array/ })
 })

@@ -21,7 +21,8 @@
 //
 // Writes bench/results/model.json (model-quick.json with --quick), prints markdown
 // tables (the last one judges this run against the speed targets of issue #4, as
-// `bench/targets.mjs` does for several saved runs), and draws bench/model-chart.svg (not with --quick unless --chart is given).
+// `bench/targets.mjs` does for several saved runs), and draws bench/model-chart.svg
+// (not with --quick unless --chart is given).
 import { createRequire } from 'node:module'
 import fs from 'node:fs'
 import os from 'node:os'

@@ -87,7 +87,8 @@ function concurrency(run) {
  * target and whether the median meets it (`met`: null when no run had the cells).
  */
 export function evaluateTargets(runs) {
-  if (!Array.isArray(runs) || runs.length === 0) throw new RangeError(`runs: expected a non-empty array of bench:model results, got ${Array.isArray(runs) ? 'an empty array' : typeof runs}`)
+  if (!Array.isArray(runs)) throw new TypeError(`runs: expected an array of bench:model results, got ${runs === null ? 'null' : typeof runs}`)
+  if (runs.length === 0) throw new RangeError('runs: expected at least one bench:model result, got an empty array')
   runs.forEach((r, i) => {
     if (!r || !Array.isArray(r.cells)) throw new TypeError(`runs[${i}]: expected a bench:model result with a cells array`)
   })
