@@ -327,6 +327,9 @@ fn forward_matches_float64_reference() {
 
 #[test]
 fn batch_errors_leave_no_state_behind() {
+    // Its forwards run on the process-wide pool, whose size other tests change and whose
+    // team counter `batch1_forward_runs_its_ops_on_a_team` reads: serialized with them.
+    let _g = senet_kernels::simd::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let n = net();
     let m = model(&n);
     // Wrong channel count, wrong length: errors, not panics.
